@@ -1,0 +1,61 @@
+// Mimi (model-spec §1): SEANet encoder -> transformer -> downsample -> split RVQ, and back.
+// The loaded model is immutable and shared; each stream batch owns an Encoder/Decoder state.
+#pragma once
+#include <memory>
+
+#include "codec/mimi_config.h"
+#include "codec/quantizer.h"
+#include "codec/seanet.h"
+#include "codec/streaming_conv.h"
+#include "nn/transformer.h"
+
+namespace moshi {
+
+class MimiModel {
+ public:
+  static std::shared_ptr<const MimiModel> load(const WeightSource& src, const MimiConfig& cfg,
+                                               std::shared_ptr<Backend> backend);
+  const MimiConfig& config() const { return cfg_; }
+  Backend& backend() const { return *be_; }
+  int frame_size() const { return cfg_.frame_size(); }
+
+  // `offline` states use the plain sliding window (the reference's whole-signal path); streaming
+  // states reproduce frame-by-frame streaming whatever the chunking.
+  struct EncoderState {
+    int batch = 0, max_frames = 0;
+    bool offline = false;
+    Seanet::State seanet;
+    Transformer::State transformer;
+    StreamingConv1d::State down;
+    Workspace ws;
+  };
+  struct DecoderState {
+    int batch = 0, max_frames = 0;
+    bool offline = false;
+    Seanet::State seanet;
+    Transformer::State transformer;
+    StreamingConvTranspose1d::State up;
+    Workspace ws;
+  };
+  std::unique_ptr<EncoderState> new_encoder(int batch, int max_frames = 1, bool offline = false) const;
+  std::unique_ptr<DecoderState> new_decoder(int batch, int max_frames = 1, bool offline = false) const;
+  void reset(EncoderState& st, int stream) const;
+  void reset(DecoderState& st, int stream) const;
+
+  // pcm [B, 1, N] host f32, N a positive multiple of frame_size(). Writes (if given) the latent
+  // before quantisation [B, C, N/frame] f32 and codes [B, K, N/frame] i64, both host.
+  void encode(EncoderState& st, const Tensor& pcm, Tensor* latent, int K, Tensor* codes) const;
+  // codes [B, K, T] host i64 -> pcm [B, 1, T·frame] host f32.
+  void decode(DecoderState& st, const Tensor& codes, Tensor& pcm) const;
+
+ private:
+  MimiConfig cfg_;
+  std::shared_ptr<Backend> be_;
+  Seanet encoder_, decoder_;
+  Transformer enc_tr_, dec_tr_;
+  StreamingConv1d downsample_;
+  StreamingConvTranspose1d upsample_;
+  SplitRvq quantizer_;
+};
+
+}  // namespace moshi

@@ -1,0 +1,94 @@
+#include "codec/quantizer.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "weights/safetensors.h"
+
+namespace moshi {
+
+void SplitRvq::load_rvq(WeightBinder& wb, Backend& be, const std::string& name, int levels, Rvq& r) {
+  const int64_t C = c_.input_dimension, D = c_.dimension, bins = c_.bins;
+  r.in_proj = be.prepare_linear(wb.take(name + ".input_proj.weight", {D, C, 1}).reshape({D, C}));
+  r.out_proj = be.prepare_linear(wb.take(name + ".output_proj.weight", {c_.output_dimension, D, 1})
+                                     .reshape({c_.output_dimension, D}));
+  for (int l = 0; l < levels; ++l) {
+    const std::string p = name + ".vq.layers." + std::to_string(l) + "._codebook.";
+    Tensor sum = to_f32(wb.take(p + "embedding_sum", {bins, D}));
+    Tensor usage = to_f32(wb.take(p + "cluster_usage", {bins}));
+    // Codebook = embedding_sum / max(cluster_usage, eps), computed once.
+    Tensor cb = Tensor::zeros(DType::F32, {bins, D});
+    Tensor nrm = Tensor::zeros(DType::F32, {bins});
+    for (int64_t j = 0; j < bins; ++j) {
+      const float u = std::max(usage.f32()[j], 1e-5f);
+      float n2 = 0.f;
+      for (int64_t d = 0; d < D; ++d) {
+        const float v = sum.f32()[j * D + d] / u;
+        cb.f32()[j * D + d] = v;
+        n2 += v * v;
+      }
+      nrm.f32()[j] = n2;
+    }
+    r.codebooks.push_back(be.prepare_vector(cb));
+    r.norms.push_back(be.prepare_vector(nrm));
+  }
+}
+
+void SplitRvq::load(WeightBinder& wb, Backend& be, const QuantizerConfig& c) {
+  c_ = c;
+  n_q_ = c.n_q;
+  load_rvq(wb, be, "quantizer.rvq_first", 1, first_);
+  load_rvq(wb, be, "quantizer.rvq_rest", c.n_q - 1, rest_);
+}
+
+void SplitRvq::encode(Backend& be, const Tensor& z, int K, Tensor& codes, Workspace& ws) const {
+  MOSHI_CHECK(K >= 1 && K <= n_q_, "number of codebooks ", K, " is out of range [1, ", n_q_, "]");
+  const int64_t N = z.dim(0), D = c_.dimension;
+  Tensor& r = ws.f32(be, 10, {N, D});
+  Tensor& lvl = ws.get(be, 11, DType::I64, {N});
+  std::vector<int64_t> host(N);
+  std::vector<int64_t> out(N * K);
+  for (int part = 0; part < 2; ++part) {
+    const Rvq& q = part == 0 ? first_ : rest_;
+    const int levels = part == 0 ? 1 : K - 1;
+    if (levels == 0) continue;
+    be.linear(z, q.in_proj, nullptr, r);
+    for (int l = 0; l < levels; ++l) {
+      be.vq_encode(r, q.codebooks[l], q.norms[l], lvl);
+      be.download(lvl, host.data());
+      const int k = part == 0 ? 0 : 1 + l;
+      for (int64_t n = 0; n < N; ++n) out[n * K + k] = host[n];
+    }
+  }
+  be.upload(codes, out.data());
+}
+
+void SplitRvq::decode(Backend& be, const Tensor& codes, int K, Tensor& z, Workspace& ws) const {
+  MOSHI_CHECK(K >= 1 && K <= n_q_, "number of codebooks ", K, " is out of range [1, ", n_q_, "]");
+  const int64_t N = codes.numel() / K, D = c_.dimension;
+  Tensor& acc = ws.f32(be, 12, {N, D});
+  Tensor& part_out = ws.f32(be, 13, {N, c_.output_dimension});
+  Tensor& lvl = ws.get(be, 11, DType::I64, {N});
+  std::vector<int64_t> all(N * K), host(N);
+  be.download(codes, all.data());
+  for (int part = 0; part < 2; ++part) {
+    const Rvq& q = part == 0 ? first_ : rest_;
+    const int levels = part == 0 ? 1 : K - 1;
+    if (levels == 0) continue;
+    be.zero(acc);
+    for (int l = 0; l < levels; ++l) {
+      const int k = part == 0 ? 0 : 1 + l;
+      for (int64_t n = 0; n < N; ++n) host[n] = all[n * K + k];
+      be.upload(lvl, host.data());
+      be.vq_decode_add(acc, q.codebooks[l], lvl);
+    }
+    if (part == 0) {
+      be.linear(acc, q.out_proj, nullptr, z);
+    } else {
+      be.linear(acc, q.out_proj, nullptr, part_out);
+      be.add_scaled(z, part_out, nullptr);
+    }
+  }
+}
+
+}  // namespace moshi

@@ -1,0 +1,61 @@
+#include "runtime/cpu/cpu_backend.h"
+
+#include <cstring>
+#include <thread>
+
+#include "core/error.h"
+#include "weights/safetensors.h"
+
+extern "C" void openblas_set_num_threads(int);
+
+namespace moshi {
+
+CpuBackend::CpuBackend(int threads) : pool_(threads) {
+  // Threads are ours: every BLAS call is made from one pool worker on its own block.
+  openblas_set_num_threads(1);
+}
+
+Tensor CpuBackend::empty(DType dtype, const Shape& shape) { return Tensor::zeros(dtype, shape); }
+
+void CpuBackend::zero(Tensor& t) { std::memset(t.data(), 0, t.nbytes()); }
+
+void CpuBackend::upload(Tensor& dst, const void* host) { std::memcpy(dst.data(), host, dst.nbytes()); }
+
+void CpuBackend::download(const Tensor& src, void* host) { std::memcpy(host, src.data(), src.nbytes()); }
+
+void CpuBackend::copy(Tensor& dst, const Tensor& src) {
+  MOSHI_CHECK(dst.nbytes() == src.nbytes(), "copy: size mismatch ", shape_str(dst.shape()), " vs ",
+              shape_str(src.shape()));
+  std::memmove(dst.data(), src.data(), src.nbytes());
+}
+
+// f32 weights from a mapped file are used in place; other float types are converted once.
+static Tensor as_f32(const Tensor& w) { return w.dtype() == DType::F32 ? w : to_f32(w); }
+
+Tensor CpuBackend::prepare_linear(const Tensor& w) { return as_f32(w); }
+Tensor CpuBackend::prepare_conv(const Tensor& w, int) { return as_f32(w); }
+Tensor CpuBackend::prepare_vector(const Tensor& w) { return as_f32(w); }
+
+Tensor CpuBackend::prepare_conv_transpose(const Tensor& w, int groups) {
+  Tensor f = as_f32(w);
+  if (groups != 1) return f;
+  // [Cin, Cout, K] -> [Cout·K, Cin]: one row per output tap, so the op is a plain matmul.
+  const int64_t cin = f.dim(0), ck = f.dim(1) * f.dim(2);
+  Tensor t = Tensor::zeros(DType::F32, {ck, cin});
+  const float* s = f.f32();
+  float* d = t.f32();
+  for (int64_t i = 0; i < cin; ++i)
+    for (int64_t j = 0; j < ck; ++j) d[j * cin + i] = s[i * ck + j];
+  return t;
+}
+
+std::shared_ptr<Backend> make_backend(const BackendOptions& opts) {
+  if (opts.device == "cpu") {
+    int n = opts.threads > 0 ? opts.threads : static_cast<int>(std::thread::hardware_concurrency());
+    if (n <= 0) n = 1;
+    return std::make_shared<CpuBackend>(n);
+  }
+  fail("unknown device '", opts.device, "' (this build supports: cpu)");
+}
+
+}  // namespace moshi

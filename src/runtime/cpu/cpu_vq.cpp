@@ -1,0 +1,50 @@
+// Nearest-codebook search and codebook lookups on the CPU.
+#include <cmath>
+#include <vector>
+
+#include "core/error.h"
+#include "runtime/cpu/cpu_backend.h"
+#include "runtime/cpu/kernels.h"
+
+namespace moshi {
+
+void CpuBackend::vq_encode(Tensor& r, const Tensor& codebook, const Tensor& norms, Tensor& codes) {
+  const int64_t bins = codebook.dim(0), D = codebook.dim(1), N = r.numel() / D;
+  MOSHI_CHECK(codes.numel() == N, "vq_encode: ", codes.numel(), " codes for ", N, " rows");
+  thread_local std::vector<float> dots;
+  dots.resize(static_cast<size_t>(N * bins));
+  cpu::matmul_nt(pool_, r.f32(), D, N, codebook.f32(), D, bins, dots.data(), bins);
+  const float* cn = norms.f32();
+  for (int64_t n = 0; n < N; ++n) {
+    float* x = r.f32() + n * D;
+    float xn = 0.f;
+    for (int64_t d = 0; d < D; ++d) xn += x[d] * x[d];
+    // The reference's distance: sqrt(max(-2·x·c + |x|² + |c|², 0)); ties go to the lowest index.
+    int64_t best = 0;
+    float best_d = INFINITY;
+    for (int64_t j = 0; j < bins; ++j) {
+      float d2 = -2.f * dots[n * bins + j] + xn + cn[j];
+      const float dist = std::sqrt(d2 > 0.f ? d2 : 0.f);
+      if (dist < best_d) {
+        best_d = dist;
+        best = j;
+      }
+    }
+    codes.i64()[n] = best;
+    const float* c = codebook.f32() + best * D;
+    for (int64_t d = 0; d < D; ++d) x[d] -= c[d];
+  }
+}
+
+void CpuBackend::vq_decode_add(Tensor& acc, const Tensor& codebook, const Tensor& codes) {
+  const int64_t bins = codebook.dim(0), D = codebook.dim(1), N = codes.numel();
+  for (int64_t n = 0; n < N; ++n) {
+    const int64_t c = codes.i64()[n];
+    MOSHI_CHECK(c >= 0 && c < bins, "code ", c, " is out of range [0, ", bins, ")");
+    const float* e = codebook.f32() + c * D;
+    float* a = acc.f32() + n * D;
+    for (int64_t d = 0; d < D; ++d) a[d] += e[d];
+  }
+}
+
+}  // namespace moshi

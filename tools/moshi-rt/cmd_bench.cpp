@@ -1,0 +1,124 @@
+// moshi-rt bench mimi: streaming encode + decode timing per 80 ms frame.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "args.h"
+#include "commands.h"
+#include "moshi/mimi.h"
+
+namespace {
+
+struct Stats {
+  double median = 0, p90 = 0, first = 0;
+};
+
+Stats summarize(std::vector<double> v, double first) {
+  Stats s;
+  s.first = first;
+  if (v.empty()) return s;
+  std::sort(v.begin(), v.end());
+  s.median = v[v.size() / 2];
+  s.p90 = v[std::min(v.size() - 1, static_cast<size_t>(std::ceil(0.9 * v.size())) - 1)];
+  return s;
+}
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+int bench_mimi(int argc, char** argv) {
+  cli::Args a("moshi-rt bench mimi [options]",
+              "Times streaming Mimi encode and decode, one 80 ms frame per call, on a fixed pseudo-random\n"
+              "signal: first call, then median and p90 over the measured frames after warm-up.",
+              {{"mimi", "PATH|synthetic", "Mimi checkpoint, or 'synthetic' (real shapes, random weights)", "synthetic"},
+               {"device", "NAME", "compute device", "cpu"},
+               {"threads", "N", "CPU threads (0 = all cores)", "0"},
+               {"batch", "N", "independent streams coded together", "1"},
+               {"codebooks", "N", "codebooks encoded and decoded", "8"},
+               {"frames", "N", "measured frames", "40"},
+               {"warmup", "N", "frames run before measuring", "4"},
+               {"json", "", "print one JSON line instead of a table", ""}},
+              0, 0);
+  if (!a.parse(argc, argv, 2)) return 0;
+  moshi::MimiOptions o;
+  o.device = a.str("device");
+  o.threads = a.integer("threads", 0, 1024);
+  o.num_codebooks = a.integer("codebooks", 1, 1024);
+  const int B = a.integer("batch", 1, 4096), frames = a.integer("frames", 1, 100000),
+            warmup = a.integer("warmup", 0, 100000);
+  moshi::Mimi m = moshi::Mimi::load(a.str("mimi"), o);
+  const int fs = m.frame_size(), K = m.num_codebooks();
+  const double frame_ms = 1000.0 / m.frame_rate();
+
+  // A speech-like test signal: a few harmonics with noise, different per stream.
+  const int total = 1 + warmup + frames;
+  std::vector<float> pcm(static_cast<size_t>(B) * fs);
+  uint64_t rng = 12345;
+  auto noise = [&] {
+    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+    return static_cast<float>((rng >> 40) * (1.0 / (1ull << 24)) - 0.5);
+  };
+  moshi::MimiEncoder enc = m.encoder(B);
+  moshi::MimiDecoder dec = m.decoder(B);
+  std::vector<double> te, td;
+  double first_e = 0, first_d = 0;
+  for (int f = 0; f < total; ++f) {
+    for (int b = 0; b < B; ++b)
+      for (int i = 0; i < fs; ++i) {
+        const double t = (static_cast<double>(f) * fs + i) / m.sample_rate();
+        pcm[b * fs + i] = static_cast<float>(0.3 * std::sin(2 * M_PI * (140 + 20 * b) * t) +
+                                             0.1 * std::sin(2 * M_PI * 560 * t) + 0.05 * noise());
+      }
+    auto t0 = std::chrono::steady_clock::now();
+    std::vector<int64_t> codes = enc.encode(pcm.data(), fs);
+    const double e = ms_since(t0);
+    t0 = std::chrono::steady_clock::now();
+    std::vector<float> out = dec.decode(codes.data(), K, 1);
+    const double d = ms_since(t0);
+    if (f == 0) {
+      first_e = e;
+      first_d = d;
+    } else if (f > warmup) {
+      te.push_back(e);
+      td.push_back(d);
+    }
+  }
+  const Stats se = summarize(te, first_e), sd = summarize(td, first_d);
+  const double per_frame = se.median + sd.median;
+  const double rtf = B * frame_ms / per_frame;
+  const double gflops = B * (m.encode_flops_per_frame() + m.decode_flops_per_frame()) / (per_frame * 1e6);
+  if (a.flag("json")) {
+    std::printf(
+        "{\"bench\":\"mimi\",\"source\":\"%s\",\"device\":\"%s\",\"threads\":%d,\"batch\":%d,\"codebooks\":%d,"
+        "\"frames\":%d,\"frame_ms\":%.1f,"
+        "\"mimi_encode_ms\":{\"median\":%.3f,\"p90\":%.3f,\"first\":%.3f},"
+        "\"mimi_decode_ms\":{\"median\":%.3f,\"p90\":%.3f,\"first\":%.3f},"
+        "\"real_time_factor\":%.2f,\"gflop_per_frame\":%.3f,\"gflops\":%.1f}\n",
+        a.str("mimi").c_str(), o.device.c_str(), o.threads, B, K, frames, frame_ms, se.median, se.p90, se.first,
+        sd.median, sd.p90, sd.first, rtf, (m.encode_flops_per_frame() + m.decode_flops_per_frame()) / 1e9, gflops);
+  } else {
+    std::printf("mimi bench: %s, batch %d, %d codebooks, %d frames after %d warm-up\n", m.describe().c_str(), B, K,
+                frames, warmup);
+    std::printf("  %-8s %9s %9s %9s   (ms per %.0f ms frame)\n", "stage", "median", "p90", "first", frame_ms);
+    std::printf("  %-8s %9.3f %9.3f %9.3f\n", "encode", se.median, se.p90, se.first);
+    std::printf("  %-8s %9.3f %9.3f %9.3f\n", "decode", sd.median, sd.p90, sd.first);
+    std::printf("  real-time factor %.2fx (encode + decode), %.1f GFLOP/s\n", rtf, gflops);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int cmd_bench(int argc, char** argv) {
+  const std::string what = argc >= 2 ? argv[1] : "";
+  if (what == "mimi") return bench_mimi(argc, argv);
+  if (what.empty() || what == "--help" || what == "-h") {
+    std::printf("usage: moshi-rt bench mimi [options]   (moshi-rt bench mimi --help)\n");
+    return what.empty() ? 2 : 0;
+  }
+  throw moshi::Error("unknown benchmark '" + what + "' (available: mimi)");
+}

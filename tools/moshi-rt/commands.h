@@ -1,0 +1,6 @@
+// Subcommands of the moshi-rt CLI. Each returns the process exit code; errors throw moshi::Error.
+#pragma once
+
+int cmd_mimi(int argc, char** argv);    // argv[0] == "mimi"
+int cmd_verify(int argc, char** argv);  // argv[0] == "verify"
+int cmd_bench(int argc, char** argv);   // argv[0] == "bench"
