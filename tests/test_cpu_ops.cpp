@@ -34,7 +34,7 @@ TEST_P(LinearTest, MatchesNaive) {
   auto [N, in, out, threads] = GetParam();
   CpuBackend be(threads);
   Tensor x = rand_t({N, in}, 1), w = rand_t({out, in}, 2), b = rand_t({out}, 3), y = Tensor::zeros_f32({N, out});
-  be.linear(x, w, &b, y);
+  be.linear(x, be.prepare_linear(w), &b, y);
   Tensor ref = Tensor::zeros_f32({N, out});
   for (int n = 0; n < N; ++n)
     for (int o = 0; o < out; ++o) {
@@ -47,6 +47,7 @@ TEST_P(LinearTest, MatchesNaive) {
 
 INSTANTIATE_TEST_SUITE_P(Shapes, LinearTest,
                          testing::Values(std::make_tuple(1, 512, 1536, 1), std::make_tuple(2, 512, 2048, 2),
+                                         std::make_tuple(4, 300, 130, 2), std::make_tuple(7, 33, 65, 1),
                                          std::make_tuple(3, 37, 5, 1), std::make_tuple(5, 100, 67, 2),
                                          std::make_tuple(8, 16, 1, 1), std::make_tuple(9, 64, 33, 2),
                                          std::make_tuple(64, 192, 32, 2), std::make_tuple(1920, 7, 4, 1)));
@@ -257,14 +258,15 @@ TEST(CpuOps, VqPicksNearestAndFirstOnTies) {
   const float xs[6] = {0.9f, 0.1f, 0.1f, 1.6f, -0.1f, 0.f};
   std::memcpy(r.f32(), xs, sizeof xs);
   Tensor codes = Tensor::zeros(DType::I64, {3});
-  be.vq_encode(r, cb, nrm, codes);
+  const Tensor cbp = be.prepare_linear(cb);
+  be.vq_encode(r, cbp, nrm, codes);
   EXPECT_EQ(codes.i64()[0], 1);
   EXPECT_EQ(codes.i64()[1], 3);
   EXPECT_EQ(codes.i64()[2], 0);
   EXPECT_NEAR(r.f32()[0], -0.1f, 1e-6);  // residual updated
   Tensor acc = Tensor::zeros_f32({3, 2});
-  be.vq_decode_add(acc, cb, codes);
+  be.vq_decode_add(acc, cbp, nrm, codes);
   EXPECT_EQ(acc.f32()[3], 2.f);
   codes.i64()[0] = 4;
-  EXPECT_THROW(be.vq_decode_add(acc, cb, codes), Error);
+  EXPECT_THROW(be.vq_decode_add(acc, cbp, nrm, codes), Error);
 }

@@ -29,7 +29,7 @@ void SplitRvq::load_rvq(WeightBinder& wb, Backend& be, const std::string& name, 
       }
       nrm.f32()[j] = n2;
     }
-    r.codebooks.push_back(be.prepare_vector(cb));
+    r.codebooks.push_back(be.prepare_linear(cb));
     r.norms.push_back(be.prepare_vector(nrm));
   }
 }
@@ -80,7 +80,7 @@ void SplitRvq::decode(Backend& be, const Tensor& codes, int K, Tensor& z, Worksp
       const int k = part == 0 ? 0 : 1 + l;
       for (int64_t n = 0; n < N; ++n) host[n] = all[n * K + k];
       be.upload(lvl, host.data());
-      be.vq_decode_add(acc, q.codebooks[l], lvl);
+      be.vq_decode_add(acc, q.codebooks[l], q.norms[l], lvl);
     }
     if (part == 0) {
       be.linear(acc, q.out_proj, nullptr, z);

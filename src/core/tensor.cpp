@@ -1,5 +1,7 @@
 #include "core/tensor.h"
 
+#include <sys/mman.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -25,10 +27,15 @@ int64_t shape_numel(const Shape& s) {
 Tensor Tensor::zeros(DType dtype, Shape shape) {
   MOSHI_CHECK(shape_numel(shape) >= 0, "negative tensor size ", shape_str(shape));
   size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
-  size_t alloc = (bytes + 63) / 64 * 64;
+  // Large tensors (weights streamed every step) go on 2 MiB-aligned memory with transparent huge
+  // pages requested: far fewer TLB misses while streaming hundreds of megabytes.
+  constexpr size_t kHuge = 2u << 20;
+  const size_t align = bytes >= kHuge ? kHuge : 64;
+  size_t alloc = (bytes + align - 1) / align * align;
   if (alloc == 0) alloc = 64;
-  void* p = std::aligned_alloc(64, alloc);
+  void* p = std::aligned_alloc(align, alloc);
   if (!p) fail("out of memory allocating ", alloc, " bytes for a tensor of shape ", shape_str(shape));
+  if (align == kHuge) madvise(p, alloc, MADV_HUGEPAGE);
   std::memset(p, 0, alloc);
   std::shared_ptr<void> storage(p, [](void* q) { std::free(q); });
   return Tensor(storage, p, dtype, std::move(shape));

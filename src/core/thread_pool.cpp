@@ -1,10 +1,21 @@
 #include "core/thread_pool.h"
 
+#include <chrono>
+
 namespace moshi {
 
 namespace {
 thread_local bool t_in_pool = false;
+constexpr auto kSpin = std::chrono::microseconds(2000);  // then sleep until the next job
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
 }
+}  // namespace
 
 ThreadPool::ThreadPool(int threads) {
   for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
@@ -13,7 +24,7 @@ ThreadPool::ThreadPool(int threads) {
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lk(mu_);
-    stop_ = true;
+    stop_.store(true);
   }
   cv_.notify_all();
   for (auto& t : workers_) t.join();
@@ -23,22 +34,22 @@ void ThreadPool::worker_loop() {
   t_in_pool = true;
   uint64_t seen = 0;
   for (;;) {
-    const std::function<void(int)>* job;
-    int n;
-    {
-      std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait(lk, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      job = job_;
-      n = job_n_;
+    // Spin for a while, then sleep until a new generation (or stop) is published.
+    const auto until = std::chrono::steady_clock::now() + kSpin;
+    while (generation_.load(std::memory_order_acquire) == seen && !stop_.load()) {
+      cpu_relax();
+      if (std::chrono::steady_clock::now() > until) {
+        std::unique_lock<std::mutex> lk(mu_);
+        cv_.wait(lk, [&] { return stop_.load() || generation_.load() != seen; });
+      }
     }
+    if (stop_.load()) return;
+    seen = generation_.load(std::memory_order_acquire);
+    const std::function<void(int)>* job = job_;
+    const int n = job_n_.load();
     for (int i = next_.fetch_add(1); i < n; i = next_.fetch_add(1)) (*job)(i);
-    {
-      // Every worker reports each generation, so none can straggle into the next job.
-      std::lock_guard<std::mutex> lk(mu_);
-      if (++active_ == static_cast<int>(workers_.size())) done_cv_.notify_all();
-    }
+    // Every worker reports each generation, so none can straggle into the next job.
+    done_.fetch_add(1, std::memory_order_acq_rel);
   }
 }
 
@@ -51,17 +62,16 @@ void ThreadPool::parallel_for(int n, const std::function<void(int)>& fn) {
   {
     std::lock_guard<std::mutex> lk(mu_);
     job_ = &fn;
-    job_n_ = n;
+    job_n_.store(n);
     next_.store(0);
-    active_ = 0;
-    ++generation_;
+    done_.store(0);
+    generation_.fetch_add(1, std::memory_order_release);
   }
   cv_.notify_all();
   t_in_pool = true;
   for (int i = next_.fetch_add(1); i < n; i = next_.fetch_add(1)) fn(i);
   t_in_pool = false;
-  std::unique_lock<std::mutex> lk(mu_);
-  done_cv_.wait(lk, [&] { return active_ == static_cast<int>(workers_.size()); });
+  while (done_.load(std::memory_order_acquire) < static_cast<int>(workers_.size())) cpu_relax();
   job_ = nullptr;
 }
 

@@ -1,10 +1,12 @@
 // A fixed pool of worker threads for data-parallel loops. The calling thread takes part, so a
 // pool of n threads runs n-1 workers. parallel_for blocks until every task has run.
+// Workers spin briefly between jobs before sleeping: a streaming step issues hundreds of small
+// parallel ops, and waking a sleeping thread costs more than most of them.
 #pragma once
 #include <algorithm>
 #include <atomic>
-#include <cstdint>
 #include <condition_variable>
+#include <cstdint>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -27,13 +29,13 @@ class ThreadPool {
   void worker_loop();
   std::vector<std::thread> workers_;
   std::mutex mu_;
-  std::condition_variable cv_, done_cv_;
+  std::condition_variable cv_;
   const std::function<void(int)>* job_ = nullptr;
-  int job_n_ = 0;
+  std::atomic<int> job_n_{0};
   std::atomic<int> next_{0};
-  int active_ = 0;  // workers done with the current generation
-  uint64_t generation_ = 0;
-  bool stop_ = false;
+  std::atomic<int> done_{0};         // workers finished with the current generation
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<bool> stop_{false};
 };
 
 // Splits [0, n) into `parts` nearly equal ranges, aligned to `align`; returns range i.

@@ -80,11 +80,12 @@ class Backend {
   virtual void attention(const Tensor& qkv, const KvCache& cache, int batch, const std::vector<int64_t>& pos,
                          const std::vector<int64_t>& lo, Tensor& out) = 0;
 
-  // Vector quantisation over rows of r [N, D] with codebook [bins, D] and its squared norms
-  // [bins]: codes[N] (i64) <- nearest entry (ties: lowest index), then r -= codebook[code].
+  // Vector quantisation over rows of r [N, D] with a codebook [bins, D] prepared by
+  // prepare_linear and its squared norms [bins]: codes[N] (i64) <- nearest entry (ties: lowest
+  // index), then r -= codebook[code].
   virtual void vq_encode(Tensor& r, const Tensor& codebook, const Tensor& norms, Tensor& codes) = 0;
-  // acc[N, D] += codebook[codes[n]].
-  virtual void vq_decode_add(Tensor& acc, const Tensor& codebook, const Tensor& codes) = 0;
+  // acc[N, D] += codebook[codes[n]] (codes checked against [0, bins)).
+  virtual void vq_decode_add(Tensor& acc, const Tensor& codebook, const Tensor& norms, const Tensor& codes) = 0;
 };
 
 struct BackendOptions {

@@ -5,6 +5,8 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/op_profile.h"
+#include "runtime/cpu/kernels.h"
 #include "runtime/cpu/cpu_backend.h"
 
 namespace moshi {
@@ -47,38 +49,36 @@ void CpuBackend::kv_write(KvCache& cache, const Tensor& qkv, int batch, const st
 void CpuBackend::attention(const Tensor& qkv, const KvCache& cache, int batch, const std::vector<int64_t>& pos,
                            const std::vector<int64_t>& lo, Tensor& out) {
   const int64_t H = cache.k.dim(2), D = cache.k.dim(3), HD = H * D, rows = qkv.numel() / (3 * HD), T = rows / batch;
+  OpTimer timer("attention");
   const float scale = 1.f / std::sqrt(static_cast<float>(D));
   const float* pq = qkv.f32();
   float* po = out.f32();
   for (int64_t r = 0; r < rows; ++r)
     MOSHI_CHECK(pos[r] - std::max<int64_t>(lo[r], 0) < cache.capacity, "attention: window of position ", pos[r],
                 " exceeds the cache capacity ", cache.capacity);
+  const int64_t cap = cache.capacity;
   pool_.parallel_for(static_cast<int>(batch * H), [&](int bh) {
     const int64_t b = bh / H, h = bh % H;
-    std::vector<float> score;
+    thread_local std::vector<float> score;
+    const float* kb = cache.k.f32() + (b * cap * H + h) * D;
+    const float* vb = cache.v.f32() + (b * cap * H + h) * D;
     for (int64_t t = 0; t < T; ++t) {
-      const int64_t r = b * T + t, p = pos[r], l = std::max<int64_t>(lo[r], 0);
+      const int64_t r = b * T + t, p = pos[r], l = std::max<int64_t>(lo[r], 0), n = p - l + 1;
       const float* q = pq + r * 3 * HD + h * D;
-      score.assign(static_cast<size_t>(p - l + 1), 0.f);
-      float mx = -INFINITY;
-      for (int64_t j = l; j <= p; ++j) {
-        const float* k = cache.k.f32() + ((b * cache.capacity + j % cache.capacity) * H + h) * D;
-        float s = 0.f;
-        for (int64_t d = 0; d < D; ++d) s += q[d] * k[d];
-        s *= scale;
-        score[j - l] = s;
-        mx = std::max(mx, s);
-      }
+      score.resize(static_cast<size_t>(n));
+      // Positions [l, p] occupy at most two contiguous runs of ring slots.
+      const int64_t s0 = l % cap, run1 = std::min(n, cap - s0);
+      cpu::dot_rows(q, kb + s0 * HD, HD, run1, D, scale, score.data());
+      if (run1 < n) cpu::dot_rows(q, kb, HD, n - run1, D, scale, score.data() + run1);
+      const float mx = *std::max_element(score.begin(), score.end());
       float sum = 0.f;
       for (float& s : score) sum += (s = std::exp(s - mx));
       const float inv = 1.f / sum;
+      for (float& s : score) s *= inv;
       float* o = po + r * HD + h * D;
       std::fill_n(o, D, 0.f);
-      for (int64_t j = l; j <= p; ++j) {
-        const float* v = cache.v.f32() + ((b * cache.capacity + j % cache.capacity) * H + h) * D;
-        const float a = score[j - l] * inv;
-        for (int64_t d = 0; d < D; ++d) o[d] += a * v[d];
-      }
+      cpu::axpy_rows(score.data(), vb + s0 * HD, HD, run1, D, o);
+      if (run1 < n) cpu::axpy_rows(score.data() + run1, vb, HD, n - run1, D, o);
     }
   });
 }

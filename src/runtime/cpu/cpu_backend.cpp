@@ -2,8 +2,10 @@
 
 #include <cstring>
 #include <thread>
+#include <vector>
 
 #include "core/error.h"
+#include "runtime/cpu/kernels.h"
 #include "weights/safetensors.h"
 
 extern "C" void openblas_set_num_threads(int);
@@ -32,8 +34,24 @@ void CpuBackend::copy(Tensor& dst, const Tensor& src) {
 // f32 weights from a mapped file are used in place; other float types are converted once.
 static Tensor as_f32(const Tensor& w) { return w.dtype() == DType::F32 ? w : to_f32(w); }
 
-Tensor CpuBackend::prepare_linear(const Tensor& w) { return as_f32(w); }
-Tensor CpuBackend::prepare_conv(const Tensor& w, int) { return as_f32(w); }
+// [out, in] (row stride ldw) -> packed panels [panels(out), in, kPanel].
+static Tensor packed(const float* w, int64_t out, int64_t in, int64_t ldw) {
+  Tensor t = Tensor::zeros(DType::F32, {cpu::panels(out), in, cpu::kPanel});
+  cpu::pack_panels(w, out, in, ldw, t.f32());
+  return t;
+}
+
+Tensor CpuBackend::prepare_linear(const Tensor& w) {
+  Tensor f = as_f32(w);
+  return packed(f.f32(), f.dim(0), f.numel() / f.dim(0), f.numel() / f.dim(0));
+}
+
+Tensor CpuBackend::prepare_conv(const Tensor& w, int groups) {
+  Tensor f = as_f32(w);
+  if (groups != 1) return f;  // grouped convs run a direct loop over the original layout
+  return packed(f.f32(), f.dim(0), f.dim(1) * f.dim(2), f.dim(1) * f.dim(2));  // [Cout, Cin·K]
+}
+
 Tensor CpuBackend::prepare_vector(const Tensor& w) { return as_f32(w); }
 
 Tensor CpuBackend::prepare_conv_transpose(const Tensor& w, int groups) {
@@ -41,12 +59,11 @@ Tensor CpuBackend::prepare_conv_transpose(const Tensor& w, int groups) {
   if (groups != 1) return f;
   // [Cin, Cout, K] -> [Cout·K, Cin]: one row per output tap, so the op is a plain matmul.
   const int64_t cin = f.dim(0), ck = f.dim(1) * f.dim(2);
-  Tensor t = Tensor::zeros(DType::F32, {ck, cin});
+  std::vector<float> t(static_cast<size_t>(ck * cin));
   const float* s = f.f32();
-  float* d = t.f32();
   for (int64_t i = 0; i < cin; ++i)
-    for (int64_t j = 0; j < ck; ++j) d[j * cin + i] = s[i * ck + j];
-  return t;
+    for (int64_t j = 0; j < ck; ++j) t[j * cin + i] = s[i * ck + j];
+  return packed(t.data(), ck, cin, cin);
 }
 
 std::shared_ptr<Backend> make_backend(const BackendOptions& opts) {

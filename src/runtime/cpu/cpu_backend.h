@@ -46,7 +46,7 @@ class CpuBackend final : public Backend {
   void attention(const Tensor& qkv, const KvCache& cache, int batch, const std::vector<int64_t>& pos,
                  const std::vector<int64_t>& lo, Tensor& out) override;
   void vq_encode(Tensor& r, const Tensor& codebook, const Tensor& norms, Tensor& codes) override;
-  void vq_decode_add(Tensor& acc, const Tensor& codebook, const Tensor& codes) override;
+  void vq_decode_add(Tensor& acc, const Tensor& codebook, const Tensor& norms, const Tensor& codes) override;
 
  private:
   ThreadPool pool_;

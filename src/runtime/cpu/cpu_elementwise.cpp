@@ -3,12 +3,14 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/op_profile.h"
 #include "runtime/cpu/cpu_backend.h"
 #include "runtime/cpu/kernels.h"
 
 namespace moshi {
 
 void CpuBackend::elu(const Tensor& x, Tensor& y) {
+  OpTimer timer("elu");
   MOSHI_CHECK(x.numel() == y.numel(), "elu: size mismatch");
   if (y.data() != x.data()) std::memcpy(y.data(), x.data(), x.nbytes());
   cpu::elu_inplace(y.f32(), y.numel());
@@ -21,6 +23,7 @@ void CpuBackend::gelu_erf(Tensor& x) {
 }
 
 void CpuBackend::add(const Tensor& a, const Tensor& b, Tensor& y) {
+  OpTimer timer("add");
   MOSHI_CHECK(a.numel() == b.numel() && a.numel() == y.numel(), "add: size mismatch ", shape_str(a.shape()), " + ",
               shape_str(b.shape()));
   const float *pa = a.f32(), *pb = b.f32();
@@ -30,6 +33,7 @@ void CpuBackend::add(const Tensor& a, const Tensor& b, Tensor& y) {
 }
 
 void CpuBackend::add_scaled(Tensor& x, const Tensor& u, const Tensor* scale) {
+  OpTimer timer("add_scaled");
   MOSHI_CHECK(x.numel() == u.numel(), "add_scaled: size mismatch");
   float* px = x.f32();
   const float* pu = u.f32();
@@ -45,6 +49,7 @@ void CpuBackend::add_scaled(Tensor& x, const Tensor& u, const Tensor* scale) {
 }
 
 void CpuBackend::transpose_ct(const Tensor& x, Tensor& y) {
+  OpTimer timer("transpose");
   const int64_t B = x.dim(0), C = x.dim(1), T = x.dim(2);
   MOSHI_CHECK(y.numel() == x.numel(), "transpose: size mismatch");
   const float* px = x.f32();

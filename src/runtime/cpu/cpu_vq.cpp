@@ -3,17 +3,22 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/op_profile.h"
 #include "runtime/cpu/cpu_backend.h"
 #include "runtime/cpu/kernels.h"
 
 namespace moshi {
 
+// Codebooks are prepared like linear weights (packed [panels, D, kPanel]); `norms` gives bins.
 void CpuBackend::vq_encode(Tensor& r, const Tensor& codebook, const Tensor& norms, Tensor& codes) {
-  const int64_t bins = codebook.dim(0), D = codebook.dim(1), N = r.numel() / D;
+  const int64_t bins = norms.numel(), D = codebook.dim(1), N = r.numel() / D;
   MOSHI_CHECK(codes.numel() == N, "vq_encode: ", codes.numel(), " codes for ", N, " rows");
+  OpTimer timer("vq_encode", 2.0 * N * bins * D);
   thread_local std::vector<float> dots;
   dots.resize(static_cast<size_t>(N * bins));
-  cpu::matmul_nt(pool_, r.f32(), D, N, codebook.f32(), D, bins, dots.data(), bins);
+  cpu::matmul_packed(pool_, r.f32(), D, N, codebook.f32(), D, bins, dots.data(), bins);
+  thread_local std::vector<float> row;
+  row.resize(D);
   const float* cn = norms.f32();
   for (int64_t n = 0; n < N; ++n) {
     float* x = r.f32() + n * D;
@@ -31,19 +36,21 @@ void CpuBackend::vq_encode(Tensor& r, const Tensor& codebook, const Tensor& norm
       }
     }
     codes.i64()[n] = best;
-    const float* c = codebook.f32() + best * D;
-    for (int64_t d = 0; d < D; ++d) x[d] -= c[d];
+    cpu::packed_row(codebook.f32(), D, best, row.data());
+    for (int64_t d = 0; d < D; ++d) x[d] -= row[d];
   }
 }
 
-void CpuBackend::vq_decode_add(Tensor& acc, const Tensor& codebook, const Tensor& codes) {
-  const int64_t bins = codebook.dim(0), D = codebook.dim(1), N = codes.numel();
+void CpuBackend::vq_decode_add(Tensor& acc, const Tensor& codebook, const Tensor& norms, const Tensor& codes) {
+  const int64_t bins = norms.numel(), D = codebook.dim(1), N = codes.numel();
+  thread_local std::vector<float> row;
+  row.resize(D);
   for (int64_t n = 0; n < N; ++n) {
     const int64_t c = codes.i64()[n];
     MOSHI_CHECK(c >= 0 && c < bins, "code ", c, " is out of range [0, ", bins, ")");
-    const float* e = codebook.f32() + c * D;
+    cpu::packed_row(codebook.f32(), D, c, row.data());
     float* a = acc.f32() + n * D;
-    for (int64_t d = 0; d < D; ++d) a[d] += e[d];
+    for (int64_t d = 0; d < D; ++d) a[d] += row[d];
   }
 }
 

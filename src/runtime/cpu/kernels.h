@@ -6,16 +6,36 @@ namespace moshi {
 class ThreadPool;
 namespace cpu {
 
-// y[n, o] = Σ_i x[n, i] · w[o, i] for n < N, o < out (x row stride ldx, w rows contiguous of
-// length `in`, y row stride ldy). Uses sgemm for many rows and a bandwidth-bound SIMD kernel for
-// few rows; spread over the pool.
-void matmul_nt(ThreadPool& pool, const float* x, int64_t ldx, int64_t N, const float* w, int64_t in,
-               int64_t out, float* y, int64_t ldy);
+// Weights of matrix products are stored in panels of kPanel output rows: a weight [out, in]
+// becomes [ceil(out / kPanel), in, kPanel] (zero-padded), so that one panel is one sequential
+// stream whose kPanel outputs accumulate in vector registers (no horizontal sums), and each
+// panel is also a plain [in, kPanel] row-major matrix for sgemm.
+constexpr int64_t kPanel = 64;
+int64_t panels(int64_t out);
+// Packs w [out, in] (row stride ldw) into panels; `dst` holds panels(out)·in·kPanel floats.
+void pack_panels(const float* w, int64_t out, int64_t in, int64_t ldw, float* dst);
+// Row j of a packed weight, gathered into row[in].
+void packed_row(const float* wp, int64_t in, int64_t j, float* row);
+
+// y[n, o] = Σ_i x[n, i] · w[o, i] for n < N, o < out, with w packed (x row stride ldx, y row
+// stride ldy). Few rows stream the weights through a SIMD kernel; many rows go to sgemm per
+// panel; spread over the pool.
+void matmul_packed(ThreadPool& pool, const float* x, int64_t ldx, int64_t N, const float* wp, int64_t in,
+                   int64_t out, float* y, int64_t ldy);
 
 // SIMD kernels (Highway, dispatched at run time to the best instruction set).
-void gemv_rows(const float* x, int64_t ldx, int64_t N, const float* w, int64_t in, int64_t o0, int64_t o1,
-               float* y, int64_t ldy);
+// Whether a product of N rows of length `in` runs faster streaming the packed weights once
+// (gemv_panels) than through sgemm: always for few rows, for up to 16 rows when rows are long
+// (measured on Zen 4 with dev/kernels/panel_bench.cpp).
+inline bool use_panels(int64_t N, int64_t in) { return N <= 8 || (N <= 16 && in >= 1024); }
+// Panels [p0, p1) of a packed weight against N rows of x (any N; one pass per 16 rows).
+void gemv_panels(const float* x, int64_t ldx, int64_t N, const float* wp, int64_t in, int64_t out, int64_t p0,
+                 int64_t p1, float* y, int64_t ldy);
 void elu_inplace(float* x, int64_t n);
+// scores[r] = scale · q·k_r, k_r = k + r·stride (D floats each).
+void dot_rows(const float* q, const float* k, int64_t stride, int64_t rows, int64_t D, float scale, float* scores);
+// out[0:D] += Σ_r a[r] · v_r, v_r = v + r·stride.
+void axpy_rows(const float* a, const float* v, int64_t stride, int64_t rows, int64_t D, float* out);
 
 }  // namespace cpu
 }  // namespace moshi
