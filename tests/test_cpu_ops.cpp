@@ -109,7 +109,9 @@ TEST_P(ConvTest, MatchesNaiveAndStreams) {
         const float got = t < Th ? y1.f32()[(bb * cout + c) * Th + t] : y2.f32()[(bb * cout + c) * Th + t - Th];
         m = std::max(m, std::fabs(got - y.f32()[(bb * cout + c) * To + t]));
       }
-  EXPECT_LT(m, 1e-5f);
+  // Calls of different lengths may take different kernels (streamed panels vs sgemm), which
+  // round differently: agreement to ~1e-6 relative on values of magnitude ~10.
+  EXPECT_LT(m, 1e-4f);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, ConvTest,

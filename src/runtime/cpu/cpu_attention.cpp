@@ -12,6 +12,7 @@
 namespace moshi {
 
 void CpuBackend::rope(Tensor& qkv, int heads, int head_dim, float max_period, const std::vector<int64_t>& pos) {
+  OpTimer timer("rope");
   const int64_t HD = static_cast<int64_t>(heads) * head_dim, rows = qkv.numel() / (3 * HD);
   MOSHI_CHECK(static_cast<int64_t>(pos.size()) == rows, "rope: ", pos.size(), " positions for ", rows, " rows");
   const int half = head_dim / 2;

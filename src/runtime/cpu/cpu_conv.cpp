@@ -213,6 +213,7 @@ void CpuBackend::conv1d(const Tensor& prev, const Tensor& x, const Tensor& w, co
 
 void CpuBackend::conv_history_update(Tensor& prev, const Tensor& x) {
   if (prev.numel() == 0) return;
+  OpTimer timer("conv_history");
   const int64_t B = x.dim(0), C = x.dim(1), T = x.dim(2), P = prev.dim(2);
   float* pp = prev.f32();
   const float* px = x.f32();

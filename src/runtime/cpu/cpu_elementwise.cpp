@@ -17,6 +17,7 @@ void CpuBackend::elu(const Tensor& x, Tensor& y) {
 }
 
 void CpuBackend::gelu_erf(Tensor& x) {
+  OpTimer timer("gelu_erf");
   float* p = x.f32();
   const int64_t n = x.numel();
   for (int64_t i = 0; i < n; ++i) p[i] = 0.5f * p[i] * (1.f + std::erf(p[i] * static_cast<float>(M_SQRT1_2)));
@@ -70,6 +71,7 @@ void CpuBackend::transpose_tc(const Tensor& x, Tensor& y) {
 }
 
 void CpuBackend::layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& y) {
+  OpTimer timer("layer_norm");
   const int64_t C = w.numel(), N = x.numel() / C;
   const float *px = x.f32(), *pw = w.f32(), *pb = b.f32();
   float* py = y.f32();
