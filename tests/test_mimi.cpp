@@ -114,6 +114,31 @@ TEST(MimiStreaming, AnyChunkingOfWholeFramesMatchesFrameByFrame) {
   EXPECT_LT(max_diff(y1, y4), 1e-4f);
 }
 
+TEST(MimiStreaming, UnusualLayoutsLoadAndStream) {
+  // Two residual layers (dilation 2), conv shortcuts, compress 4, a projected transformer
+  // (d_model != dimension) without LayerScale, an odd window, 64-sample frames.
+  const char* cfg = R"({"sample_rate": 8000, "frame_rate": 125,
+    "seanet": {"dimension": 12, "n_filters": 8, "ratios": [4, 4, 2], "n_residual_layers": 2, "true_skip": false,
+               "compress": 4, "kernel_size": 5, "last_kernel_size": 5, "residual_kernel_size": 3},
+    "transformer": {"d_model": 16, "num_heads": 4, "num_layers": 1, "context": 5, "dim_feedforward": 24},
+    "quantizer": {"dimension": 6, "n_q": 3, "bins": 8}})";
+  SyntheticSource src(3);
+  auto m = MimiModel::load(src, parse_mimi_config(cfg, "unusual"), make_backend({"cpu", 2}));
+  ASSERT_EQ(m->frame_size(), 64);
+  const int64_t T = 9;
+  Tensor pcm = signal(1, T * 64, 4);
+  Tensor l1 = Tensor::zeros_f32({1, 12, T}), l3 = l1.clone();
+  Tensor c1 = Tensor::zeros(DType::I64, {1, 3, T}), c3 = c1.clone();
+  m->encode(*m->new_encoder(1, 1), pcm, &l1, 3, &c1);
+  m->encode(*m->new_encoder(1, 3), pcm, &l3, 3, &c3);
+  EXPECT_LT(max_diff(l1, l3), 1e-4f);
+  Tensor y1 = Tensor::zeros_f32({1, 1, T * 64}), y3 = y1.clone();
+  m->decode(*m->new_decoder(1, 1), c1, y1);
+  m->decode(*m->new_decoder(1, 3), c1, y3);
+  EXPECT_LT(max_diff(y1, y3), 1e-4f);
+  for (int64_t i = 0; i < y1.numel(); ++i) ASSERT_TRUE(std::isfinite(y1.f32()[i]));
+}
+
 TEST(MimiStreaming, BatchStreamsAreIndependentAndResetRestarts) {
   Tiny t;
   const int64_t T = 8, fs = t.model->frame_size();

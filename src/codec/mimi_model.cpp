@@ -8,7 +8,31 @@
 namespace moshi {
 
 namespace {
-enum Buf { kPcm, kTime, kChan, kLatent, kRows, kCodes, kOut };
+enum Buf { kPcm, kTime, kChan, kLatent, kRows, kCodes, kOut, kInner };
+}
+
+void MimiModel::Projected::load(WeightBinder& wb, Backend& be, const std::string& prefix, const MimiConfig& c) {
+  const auto& t = c.transformer;
+  const int C = c.seanet.dimension;
+  if (t.d_model != C) {
+    in_proj = be.prepare_linear(wb.take(prefix + "input_proj.weight", {t.d_model, C}));
+    out_proj = be.prepare_linear(wb.take(prefix + "output_projs.0.weight", {C, t.d_model}));
+  }
+  TransformerSpec spec{t.d_model, t.num_heads, t.num_layers, t.dim_feedforward, t.context, t.has_layer_scale,
+                       t.max_period, 1e-5f};
+  tr.load(wb, be, prefix + "transformer.", spec);
+}
+
+void MimiModel::Projected::forward(Backend& be, Tensor& rows, int T, Transformer::State& st, int group,
+                                   Workspace& ws) const {
+  if (!in_proj.defined()) {
+    tr.forward(be, rows, T, st, group);
+    return;
+  }
+  Tensor& inner = ws.f32(be, kInner, {rows.dim(0), tr.spec().d_model});
+  be.linear(rows, in_proj, nullptr, inner);
+  tr.forward(be, inner, T, st, group);
+  be.linear(inner, out_proj, nullptr, rows);
 }
 
 std::shared_ptr<const MimiModel> MimiModel::load(const WeightSource& src, const MimiConfig& cfg,
@@ -20,11 +44,8 @@ std::shared_ptr<const MimiModel> MimiModel::load(const WeightSource& src, const 
   WeightBinder wb(src);
   m->encoder_.load_encoder(wb, be, cfg.seanet);
   m->decoder_.load_decoder(wb, be, cfg.seanet);
-  const auto& t = cfg.transformer;
-  TransformerSpec spec{t.d_model, t.num_heads, t.num_layers, t.dim_feedforward, t.context, t.has_layer_scale,
-                       t.max_period, 1e-5f};
-  m->enc_tr_.load(wb, be, "encoder_transformer.transformer.", spec);
-  m->dec_tr_.load(wb, be, "decoder_transformer.transformer.", spec);
+  m->enc_tr_.load(wb, be, "encoder_transformer.", cfg);
+  m->dec_tr_.load(wb, be, "decoder_transformer.", cfg);
   const int C = cfg.seanet.dimension, s = cfg.resample_stride();
   if (s > 1) {
     m->downsample_.load(wb, be, "downsample.conv.conv.conv", ConvSpec{C, C, 2 * s, s, 1, 1, false, true});
@@ -41,7 +62,7 @@ std::unique_ptr<MimiModel::EncoderState> MimiModel::new_encoder(int batch, int m
   st->max_frames = max_frames;
   st->offline = offline;
   st->seanet = encoder_.new_state(*be_, batch);
-  st->transformer = enc_tr_.new_state(*be_, batch, max_frames * cfg_.resample_stride());
+  st->transformer = enc_tr_.tr.new_state(*be_, batch, max_frames * cfg_.resample_stride());
   if (cfg_.resample_stride() > 1) st->down = downsample_.new_state(*be_, batch);
   return st;
 }
@@ -53,20 +74,20 @@ std::unique_ptr<MimiModel::DecoderState> MimiModel::new_decoder(int batch, int m
   st->max_frames = max_frames;
   st->offline = offline;
   st->seanet = decoder_.new_state(*be_, batch);
-  st->transformer = dec_tr_.new_state(*be_, batch, max_frames * cfg_.resample_stride());
+  st->transformer = dec_tr_.tr.new_state(*be_, batch, max_frames * cfg_.resample_stride());
   if (cfg_.resample_stride() > 1) st->up = upsample_.new_state(*be_, batch);
   return st;
 }
 
 void MimiModel::reset(EncoderState& st, int stream) const {
   encoder_.reset(*be_, st.seanet, stream);
-  enc_tr_.reset(st.transformer, stream);
+  enc_tr_.tr.reset(st.transformer, stream);
   if (cfg_.resample_stride() > 1) downsample_.reset(*be_, st.down, stream);
 }
 
 void MimiModel::reset(DecoderState& st, int stream) const {
   decoder_.reset(*be_, st.seanet, stream);
-  dec_tr_.reset(st.transformer, stream);
+  dec_tr_.tr.reset(st.transformer, stream);
   if (cfg_.resample_stride() > 1) upsample_.reset(*be_, st.up, stream);
 }
 
@@ -91,7 +112,7 @@ void MimiModel::encode(EncoderState& st, const Tensor& pcm, Tensor* latent, int 
     Tensor& e = encoder_.forward(be, x, st.seanet);  // [B, C, steps]
     Tensor& rows = st.ws.f32(be, kTime, {B * steps, C});
     be.transpose_ct(e, rows);
-    enc_tr_.forward(be, rows, static_cast<int>(steps), st.transformer, st.offline ? 1 : s);
+    enc_tr_.forward(be, rows, static_cast<int>(steps), st.transformer, st.offline ? 1 : s, st.ws);
     Tensor* lat = &st.ws.f32(be, kChan, {B, C, steps});
     be.transpose_tc(rows.reshape({B, steps, C}), *lat);
     if (s > 1) {
@@ -155,7 +176,7 @@ void MimiModel::decode(DecoderState& st, const Tensor& codes, Tensor& pcm) const
     }
     Tensor& rows = st.ws.f32(be, kTime, {B * steps, C});
     be.transpose_ct(*lat, rows);
-    dec_tr_.forward(be, rows, static_cast<int>(steps), st.transformer, st.offline ? 1 : s);
+    dec_tr_.forward(be, rows, static_cast<int>(steps), st.transformer, st.offline ? 1 : s, st.ws);
     Tensor& back = st.ws.f32(be, kOut, {B, C, steps});
     be.transpose_tc(rows.reshape({B, steps, C}), back);
     Tensor& y = decoder_.forward(be, back, st.seanet);  // [B, 1, F·fs]

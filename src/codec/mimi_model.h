@@ -49,10 +49,18 @@ class MimiModel {
   void decode(DecoderState& st, const Tensor& codes, Tensor& pcm) const;
 
  private:
+  // The reference's ProjectedTransformer: optional linear maps in and out when d_model differs
+  // from the SEANet dimension. Runs on rows [B·T, C] in place.
+  struct Projected {
+    Tensor in_proj, out_proj;  // undefined when d_model == C
+    Transformer tr;
+    void load(WeightBinder& wb, Backend& be, const std::string& prefix, const MimiConfig& c);
+    void forward(Backend& be, Tensor& rows, int T, Transformer::State& st, int group, Workspace& ws) const;
+  };
   MimiConfig cfg_;
   std::shared_ptr<Backend> be_;
   Seanet encoder_, decoder_;
-  Transformer enc_tr_, dec_tr_;
+  Projected enc_tr_, dec_tr_;
   StreamingConv1d downsample_;
   StreamingConvTranspose1d upsample_;
   SplitRvq quantizer_;
