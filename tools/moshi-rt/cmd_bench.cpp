@@ -11,6 +11,7 @@
 #include "args.h"
 #include "commands.h"
 #include "moshi/mimi.h"
+#include "moshi/system.h"
 
 namespace {
 
@@ -26,23 +27,6 @@ Stats summarize(std::vector<double> v, double first) {
   s.median = v[v.size() / 2];
   s.p90 = v[std::min(v.size() - 1, static_cast<size_t>(std::ceil(0.9 * v.size())) - 1)];
   return s;
-}
-
-// The machine, for the record: CPU model and core count.
-std::string machine() {
-  std::string model = "unknown CPU";
-  if (FILE* f = std::fopen("/proc/cpuinfo", "r")) {
-    char line[512];
-    while (std::fgets(line, sizeof line, f)) {
-      if (std::strncmp(line, "model name", 10) == 0) {
-        const char* c = std::strchr(line, ':');
-        if (c) model = std::string(c + 2, std::strcspn(c + 2, "\n"));
-        break;
-      }
-    }
-    std::fclose(f);
-  }
-  return model + ", " + std::to_string(std::thread::hardware_concurrency()) + " cores";
 }
 
 double ms_since(std::chrono::steady_clock::time_point t0) {
@@ -107,6 +91,9 @@ int bench_mimi(int argc, char** argv) {
     }
   }
   const Stats se = summarize(te, first_e), sd = summarize(td, first_d);
+  // Weight streaming bounds this codec on CPU: report the memory bandwidth of this very run.
+  const int bw_threads = o.threads > 0 ? o.threads : static_cast<int>(std::thread::hardware_concurrency());
+  const double bw = o.device == "cpu" ? moshi::measure_read_bandwidth_gbps(std::max(1, bw_threads)) : 0.0;
   const double per_frame = se.median + sd.median;
   const double rtf = B * frame_ms / per_frame;
   const double gflops = B * (m.encode_flops_per_frame() + m.decode_flops_per_frame()) / (per_frame * 1e6);
@@ -116,16 +103,17 @@ int bench_mimi(int argc, char** argv) {
         "\"frames\":%d,\"frame_ms\":%.1f,"
         "\"mimi_encode_ms\":{\"median\":%.3f,\"p90\":%.3f,\"first\":%.3f},"
         "\"mimi_decode_ms\":{\"median\":%.3f,\"p90\":%.3f,\"first\":%.3f},"
-        "\"real_time_factor\":%.2f,\"gflop_per_frame\":%.3f,\"gflops\":%.1f}\n",
-        machine().c_str(), a.str("mimi").c_str(), o.device.c_str(), o.threads, B, K, frames, frame_ms, se.median, se.p90, se.first,
-        sd.median, sd.p90, sd.first, rtf, (m.encode_flops_per_frame() + m.decode_flops_per_frame()) / 1e9, gflops);
+        "\"real_time_factor\":%.2f,\"gflop_per_frame\":%.3f,\"gflops\":%.1f,\"mem_read_gbps\":%.1f}\n",
+        moshi::machine_description().c_str(), a.str("mimi").c_str(), o.device.c_str(), o.threads, B, K, frames, frame_ms, se.median, se.p90, se.first,
+        sd.median, sd.p90, sd.first, rtf, (m.encode_flops_per_frame() + m.decode_flops_per_frame()) / 1e9, gflops, bw);
   } else {
-    std::printf("mimi bench on %s: %s, batch %d, %d codebooks, %d frames after %d warm-up\n", machine().c_str(),
+    std::printf("mimi bench on %s: %s, batch %d, %d codebooks, %d frames after %d warm-up\n", moshi::machine_description().c_str(),
                 m.describe().c_str(), B, K, frames, warmup);
     std::printf("  %-8s %9s %9s %9s   (ms per %.0f ms frame)\n", "stage", "median", "p90", "first", frame_ms);
     std::printf("  %-8s %9.3f %9.3f %9.3f\n", "encode", se.median, se.p90, se.first);
     std::printf("  %-8s %9.3f %9.3f %9.3f\n", "decode", sd.median, sd.p90, sd.first);
     std::printf("  real-time factor %.2fx (encode + decode), %.1f GFLOP/s\n", rtf, gflops);
+    if (bw > 0) std::printf("  memory read bandwidth measured in this run: %.1f GB/s\n", bw);
   }
   return 0;
 }
