@@ -5,6 +5,7 @@
 #include <cmath>
 #include <random>
 
+#include "core/dtype.h"
 #include "core/error.h"
 #include "runtime/cpu/cpu_backend.h"
 
@@ -163,36 +164,41 @@ INSTANTIATE_TEST_SUITE_P(Shapes, ConvTrTest,
                                          std::make_tuple(10, 5, 5, 1), std::make_tuple(4, 2, 4, 1),
                                          std::make_tuple(8, 8, 2, 8)));
 
-TEST(CpuOps, AttentionMatchesNaiveWindow) {
+class AttentionTest : public testing::TestWithParam<std::tuple<int, int>> {};
+
+TEST_P(AttentionTest, MatchesNaiveWindow) {
+  auto [H, KVH] = GetParam();
   CpuBackend be(2);
-  const int B = 2, T = 3, H = 2, D = 8, cap = 10;
-  KvCache c{be.empty(DType::F32, {B, cap, H, D}), be.empty(DType::F32, {B, cap, H, D}), cap};
+  const int B = 2, T = 3, D = 8, cap = 10;
+  const AttnShape sh{H, KVH, D};
+  const int64_t R = sh.row(), QD = H * D, KD = KVH * D;
+  KvCache c{be.empty(DType::F32, {B, cap, KVH, D}), be.empty(DType::F32, {B, cap, KVH, D}), cap};
   // Fill positions 0..8 for both streams, then query the last 3 with a window lower bound.
-  std::vector<Tensor> rows;
-  Tensor all = rand_t({B * 9, 3 * H * D}, 11);
+  Tensor all = rand_t({B * 9, R}, 11);
   std::vector<int64_t> pos(B * 9);
   for (int b = 0; b < B; ++b)
     for (int t = 0; t < 9; ++t) pos[b * 9 + t] = t;
-  be.kv_write(c, all, B, pos);
-  Tensor q = Tensor::zeros_f32({B * T, 3 * H * D});
+  be.kv_write(c, all, sh, B, pos);
+  Tensor q = Tensor::zeros_f32({B * T, R});
   std::vector<int64_t> qp(B * T), lo(B * T);
   for (int b = 0; b < B; ++b)
     for (int t = 0; t < T; ++t) {
-      std::memcpy(q.f32() + (b * T + t) * 3 * H * D, all.f32() + (b * 9 + 6 + t) * 3 * H * D, 3 * H * D * 4);
+      std::memcpy(q.f32() + (b * T + t) * R, all.f32() + (b * 9 + 6 + t) * R, R * 4);
       qp[b * T + t] = 6 + t;
       lo[b * T + t] = 6 + t - 4;  // window of 5
     }
-  Tensor out = Tensor::zeros_f32({B * T, H * D});
-  be.attention(q, c, B, qp, lo, out);
+  Tensor out = Tensor::zeros_f32({B * T, QD});
+  be.attention(q, c, sh, B, qp, lo, out);
   float m = 0;
   for (int b = 0; b < B; ++b)
     for (int t = 0; t < T; ++t)
       for (int h = 0; h < H; ++h) {
-        const float* qq = q.f32() + (b * T + t) * 3 * H * D + h * D;
+        const int kvh = h / (H / KVH);
+        const float* qq = q.f32() + (b * T + t) * R + h * D;
         std::vector<double> s;
         double mx = -1e30;
         for (int j = lo[b * T + t]; j <= qp[b * T + t]; ++j) {
-          const float* k = all.f32() + (b * 9 + j) * 3 * H * D + H * D + h * D;
+          const float* k = all.f32() + (b * 9 + j) * R + QD + kvh * D;
           double d = 0;
           for (int e = 0; e < D; ++e) d += qq[e] * k[e];
           s.push_back(d / std::sqrt(double(D)));
@@ -203,25 +209,89 @@ TEST(CpuOps, AttentionMatchesNaiveWindow) {
         for (int e = 0; e < D; ++e) {
           double o = 0;
           for (size_t j = 0; j < s.size(); ++j)
-            o += s[j] / z * all.f32()[(b * 9 + lo[b * T + t] + j) * 3 * H * D + 2 * H * D + h * D + e];
-          m = std::max(m, static_cast<float>(std::fabs(o - out.f32()[(b * T + t) * H * D + h * D + e])));
+            o += s[j] / z * all.f32()[(b * 9 + lo[b * T + t] + j) * R + QD + KD + kvh * D + e];
+          m = std::max(m, static_cast<float>(std::fabs(o - out.f32()[(b * T + t) * QD + h * D + e])));
         }
       }
   EXPECT_LT(m, 1e-5f);
 }
+
+INSTANTIATE_TEST_SUITE_P(Heads, AttentionTest,
+                         testing::Values(std::make_tuple(2, 2), std::make_tuple(4, 2), std::make_tuple(4, 1)));
 
 TEST(CpuOps, RopeRotatesInterleavedPairs) {
   CpuBackend be(1);
   const int H = 1, D = 4;
   Tensor qkv = Tensor::zeros_f32({1, 3 * H * D});
   for (int i = 0; i < 12; ++i) qkv.f32()[i] = 1.f;
-  be.rope(qkv, H, D, 10000.f, {3});
+  be.rope(qkv, AttnShape{H, H, D}, 10000.f, true, {3});
   // pair 0 rotates by 3 rad, pair 1 by 3/100 rad; v is untouched.
   EXPECT_NEAR(qkv.f32()[0], std::cos(3.f) - std::sin(3.f), 1e-6);
   EXPECT_NEAR(qkv.f32()[1], std::sin(3.f) + std::cos(3.f), 1e-6);
   EXPECT_NEAR(qkv.f32()[2], std::cos(0.03f) - std::sin(0.03f), 1e-6);
   EXPECT_NEAR(qkv.f32()[4], std::cos(3.f) - std::sin(3.f), 1e-6);
   EXPECT_EQ(qkv.f32()[8], 1.f);
+  // rope_concat pairs (i, i + D/2).
+  for (int i = 0; i < 12; ++i) qkv.f32()[i] = 1.f;
+  be.rope(qkv, AttnShape{H, H, D}, 10000.f, false, {3});
+  EXPECT_NEAR(qkv.f32()[0], std::cos(3.f) - std::sin(3.f), 1e-6);
+  EXPECT_NEAR(qkv.f32()[2], std::sin(3.f) + std::cos(3.f), 1e-6);
+  EXPECT_NEAR(qkv.f32()[1], std::cos(0.03f) - std::sin(0.03f), 1e-6);
+}
+
+TEST(CpuOps, RmsNormGatedEmbeddingSin) {
+  CpuBackend be(1);
+  Tensor x = rand_t({3, 16}, 20), a = rand_t({16}, 21), y = Tensor::zeros_f32({3, 16});
+  be.rms_norm(x, a, 1e-8f, y);
+  for (int r = 0; r < 3; ++r) {
+    double ms = 0;
+    for (int c = 0; c < 16; ++c) ms += x.f32()[r * 16 + c] * x.f32()[r * 16 + c];
+    ms /= 16;
+    for (int c = 0; c < 16; ++c)
+      EXPECT_NEAR(y.f32()[r * 16 + c], x.f32()[r * 16 + c] * a.f32()[c] / std::sqrt(ms + 1e-8), 1e-5);
+  }
+  Tensor g = Tensor::zeros_f32({3, 8});
+  be.gated_activation(x, Act::Silu, g);
+  for (int r = 0; r < 3; ++r)
+    for (int h = 0; h < 8; ++h) {
+      const float u = x.f32()[r * 16 + h], v = x.f32()[r * 16 + 8 + h];
+      EXPECT_NEAR(g.f32()[r * 8 + h], u / (1 + std::exp(-u)) * v, 1e-6);
+    }
+  // Embeddings: -1 gives zeros, other negatives read row 0, bf16 tables widen exactly.
+  Tensor tab = rand_t({5, 4}, 22), e = Tensor::zeros_f32({3, 4});
+  be.embedding(tab, {2, -1, -2}, e, false);
+  for (int d = 0; d < 4; ++d) {
+    EXPECT_EQ(e.f32()[d], tab.f32()[8 + d]);
+    EXPECT_EQ(e.f32()[4 + d], 0.f);
+    EXPECT_EQ(e.f32()[8 + d], tab.f32()[d]);
+  }
+  be.embedding(tab, {2, -1, -2}, e, true);
+  EXPECT_EQ(e.f32()[0], 2 * tab.f32()[8]);
+  Tensor e1 = e.slice0(0, 1);
+  EXPECT_THROW(be.embedding(tab, {5}, e1, false), Error);
+  Tensor s = Tensor::zeros_f32({2, 8});
+  be.sin_embedding_add(s, {0, 3}, 10000.f, 1.f);
+  EXPECT_EQ(s.f32()[0], 1.f);  // cos(0)
+  EXPECT_NEAR(s.f32()[8 + 0], std::cos(3.f), 1e-6);
+  EXPECT_NEAR(s.f32()[8 + 4], std::sin(3.f), 1e-6);
+  EXPECT_NEAR(s.f32()[8 + 3], std::cos(3.f / 10000.f), 1e-6);  // i = C/2 - 1: max_period
+}
+
+TEST(CpuOps, Bf16WeightsMatchWidenedF32) {
+  CpuBackend be(2);
+  for (int N : {1, 3, 40}) {
+    Tensor w = rand_t({70, 300}, 23), x = rand_t({N, 300}, 24);
+    Tensor wb = Tensor::zeros(DType::BF16, {70, 300}), wr = Tensor::zeros_f32({70, 300});
+    for (int i = 0; i < w.numel(); ++i) {
+      const uint16_t h = f32_to_bf16(w.f32()[i]);
+      wb.ptr<uint16_t>()[i] = h;
+      wr.f32()[i] = bf16_to_f32(h);
+    }
+    Tensor y1 = Tensor::zeros_f32({N, 70}), y2 = y1.clone();
+    be.linear(x, be.prepare_linear(wb), nullptr, y1);
+    be.linear(x, be.prepare_linear(wr), nullptr, y2);
+    EXPECT_LT(max_diff(y1, y2), 1e-4f) << N;
+  }
 }
 
 TEST(CpuOps, EluLayerNormGelu) {
@@ -245,7 +315,7 @@ TEST(CpuOps, EluLayerNormGelu) {
                   1e-5);
   }
   Tensor g = x.clone();
-  be.gelu_erf(g);
+  be.activation(g, Act::Gelu);
   for (int i = 0; i < x.numel(); ++i)
     EXPECT_NEAR(g.f32()[i], 0.5 * x.f32()[i] * (1 + std::erf(x.f32()[i] / std::sqrt(2.0))), 1e-6);
 }

@@ -18,8 +18,18 @@ void MimiModel::Projected::load(WeightBinder& wb, Backend& be, const std::string
     in_proj = be.prepare_linear(wb.take(prefix + "input_proj.weight", {t.d_model, C}));
     out_proj = be.prepare_linear(wb.take(prefix + "output_projs.0.weight", {C, t.d_model}));
   }
-  TransformerSpec spec{t.d_model, t.num_heads, t.num_layers, t.dim_feedforward, t.context, t.has_layer_scale,
-                       t.max_period, 1e-5f};
+  TransformerSpec spec;
+  spec.d_model = t.d_model;
+  spec.num_heads = t.num_heads;
+  spec.num_layers = t.num_layers;
+  spec.dim_feedforward = t.dim_feedforward;
+  spec.context = t.context;
+  spec.layer_scale = t.has_layer_scale;
+  spec.max_period = t.max_period;
+  spec.norm = NormKind::LayerNorm;
+  spec.norm_eps = 1e-5f;
+  spec.activation = Act::Gelu;  // exact erf
+  spec.pos_emb = PosEmb::Rope;
   tr.load(wb, be, prefix + "transformer.", spec);
 }
 

@@ -6,53 +6,107 @@
 
 namespace moshi {
 
+int TransformerSpec::weight_sets() const {
+  if (weights_per_step <= 0) return 1;
+  if (schedule.empty()) return weights_per_step;
+  return *std::max_element(schedule.begin(), schedule.end()) + 1;
+}
+
+int TransformerSpec::gated_hidden() const {
+  return dim_feedforward == 4 * d_model ? (21 * d_model) / 8 : (2 * dim_feedforward) / 3;
+}
+
+AttnShape Transformer::attn_shape() const {
+  return AttnShape{spec_.num_heads, spec_.num_heads / spec_.kv_repeat, spec_.d_model / spec_.num_heads};
+}
+
+void Transformer::load_norm(WeightBinder& wb, Backend& be, const std::string& name, Tensor* w, Tensor* b) const {
+  const int64_t C = spec_.d_model;
+  if (spec_.norm == NormKind::RmsNorm) {
+    *w = be.prepare_vector(wb.take(name + ".alpha", {1, 1, C}).reshape({C}));
+  } else {
+    *w = be.prepare_vector(wb.take(name + ".weight", {C}));
+    *b = be.prepare_vector(wb.take(name + ".bias", {C}));
+  }
+}
+
 void Transformer::load(WeightBinder& wb, Backend& be, const std::string& prefix, const TransformerSpec& spec) {
   spec_ = spec;
-  const int64_t C = spec.d_model, F = spec.dim_feedforward;
+  const int64_t C = spec.d_model;
+  MOSHI_CHECK(spec.num_heads > 0 && C % spec.num_heads == 0 && spec.kv_repeat > 0 &&
+                  spec.num_heads % spec.kv_repeat == 0,
+              prefix, ": d_model ", C, " does not split into ", spec.num_heads, " heads (kv_repeat ",
+              spec.kv_repeat, ")");
+  MOSHI_CHECK(spec.gated || spec.weights_per_step == 0, prefix,
+              ": weights per step need a gated feed-forward (as in the reference)");
+  const AttnShape as = attn_shape();
+  const int64_t qkv = as.row(), sets = spec.weight_sets();
+  const int64_t hidden = spec.gated ? spec.gated_hidden() : spec.dim_feedforward;
   layers_.clear();
   for (int i = 0; i < spec.num_layers; ++i) {
     const std::string p = prefix + "layers." + std::to_string(i) + ".";
     Layer L;
-    L.norm1_w = be.prepare_vector(wb.take(p + "norm1.weight", {C}));
-    L.norm1_b = be.prepare_vector(wb.take(p + "norm1.bias", {C}));
-    L.norm2_w = be.prepare_vector(wb.take(p + "norm2.weight", {C}));
-    L.norm2_b = be.prepare_vector(wb.take(p + "norm2.bias", {C}));
-    L.in_proj = be.prepare_linear(
-        wb.take({p + "self_attn.in_projs.0.weight", p + "self_attn.in_proj_weight", p + "self_attn.in_proj.weight"},
-                {3 * C, C}));
-    L.out_proj =
-        be.prepare_linear(wb.take({p + "self_attn.out_projs.0.weight", p + "self_attn.out_proj.weight"}, {C, C}));
-    L.linear1 = be.prepare_linear(wb.take(p + "linear1.weight", {F, C}));
-    L.linear2 = be.prepare_linear(wb.take(p + "linear2.weight", {C, F}));
+    load_norm(wb, be, p + "norm1", &L.norm1_w, &L.norm1_b);
+    load_norm(wb, be, p + "norm2", &L.norm2_w, &L.norm2_b);
     if (spec.layer_scale) {
       L.scale1 = be.prepare_vector(wb.take(p + "layer_scale_1.scale", {C}));
       L.scale2 = be.prepare_vector(wb.take(p + "layer_scale_2.scale", {C}));
+    }
+    // Attention projections: one tensor per weight set, or all sets stacked on dim 0.
+    const std::string a = p + "self_attn.";
+    Tensor in_stacked, out_stacked;
+    for (const char* n : {"in_proj_weight", "in_proj.weight"})
+      if (wb.has(a + n)) in_stacked = wb.take(a + n, {sets * qkv, C});
+    if (wb.has(a + "out_proj.weight")) out_stacked = wb.take(a + "out_proj.weight", {sets * C, C});
+    for (int64_t s = 0; s < sets; ++s) {
+      Weights w;
+      const std::string si = std::to_string(s);
+      w.in_proj = be.prepare_linear(in_stacked.defined() ? in_stacked.slice0(s * qkv, (s + 1) * qkv)
+                                                         : wb.take(a + "in_projs." + si + ".weight", {qkv, C}));
+      w.out_proj = be.prepare_linear(out_stacked.defined() ? out_stacked.slice0(s * C, (s + 1) * C)
+                                                           : wb.take(a + "out_projs." + si + ".weight", {C, C}));
+      if (spec.gated) {
+        const std::string g = spec.weights_per_step > 0 ? p + "gating." + si + "." : p + "gating.";
+        w.ff_in = be.prepare_linear(wb.take(g + "linear_in.weight", {2 * hidden, C}));
+        w.ff_out = be.prepare_linear(wb.take(g + "linear_out.weight", {C, hidden}));
+      } else {
+        w.ff_in = be.prepare_linear(wb.take(p + "linear1.weight", {hidden, C}));
+        w.ff_out = be.prepare_linear(wb.take(p + "linear2.weight", {C, hidden}));
+      }
+      L.sets.push_back(std::move(w));
     }
     layers_.push_back(std::move(L));
   }
 }
 
-Transformer::State Transformer::new_state(Backend& be, int batch, int max_steps) const {
+Transformer::State Transformer::new_state(Backend& be, int batch, int max_steps, int max_positions) const {
   State st;
   st.batch = batch;
   st.max_steps = max_steps;
   st.offset.assign(batch, 0);
-  const int H = spec_.num_heads, D = spec_.d_model / spec_.num_heads;
+  const AttnShape as = attn_shape();
   // A call of T steps needs the window's context-1 older keys plus its own T.
-  const int64_t cap = spec_.context > 0 ? spec_.context + max_steps : max_steps;
+  const int64_t cap = spec_.context > 0 ? spec_.context + max_steps : std::max(max_steps, max_positions);
   for (size_t i = 0; i < layers_.size(); ++i) {
     KvCache c;
     c.capacity = cap;
-    c.k = be.empty(DType::F32, {batch, cap, H, D});
-    c.v = be.empty(DType::F32, {batch, cap, H, D});
+    c.k = be.empty(DType::F32, {batch, cap, as.kv_heads, as.head_dim});
+    c.v = be.empty(DType::F32, {batch, cap, as.kv_heads, as.head_dim});
     st.caches.push_back(std::move(c));
   }
   return st;
 }
 
+void Transformer::norm(Backend& be, const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) const {
+  if (spec_.norm == NormKind::RmsNorm)
+    be.rms_norm(x, w, spec_.norm_eps, y);
+  else
+    be.layer_norm(x, w, b, spec_.norm_eps, y);
+}
+
 void Transformer::forward(Backend& be, Tensor& x, int T, State& st, int group) const {
   const int B = st.batch;
-  const int64_t C = spec_.d_model, F = spec_.dim_feedforward, N = static_cast<int64_t>(B) * T;
+  const int64_t C = spec_.d_model, N = static_cast<int64_t>(B) * T;
   MOSHI_CHECK(x.numel() == N * C, "transformer: input ", shape_str(x.shape()), " is not [", N, ", ", C, "]");
   MOSHI_CHECK(T <= st.max_steps, "transformer: a call of ", T, " steps exceeds the state's maximum ", st.max_steps);
   const int ctx = spec_.context;
@@ -69,25 +123,44 @@ void Transformer::forward(Backend& be, Tensor& x, int T, State& st, int group) c
         st.lo[r] = 0;
       }
     }
+  int set = 0;
+  if (spec_.weights_per_step > 0) {
+    const int64_t step = st.offset[0];
+    MOSHI_CHECK(T == 1 && std::all_of(st.offset.begin(), st.offset.end(), [&](int64_t o) { return o == step; }),
+                "transformer: weights per step need every stream at the same step, one step per call");
+    MOSHI_CHECK(step < spec_.weights_per_step, "transformer: step ", step, " has no weights (",
+                spec_.weights_per_step, " steps)");
+    set = spec_.schedule.empty() ? static_cast<int>(step) : spec_.schedule[step];
+  }
+  if (spec_.pos_emb == PosEmb::Sin) be.sin_embedding_add(x, st.pos, spec_.max_period, spec_.positional_scale);
+  const AttnShape as = attn_shape();
+  const int64_t hidden = spec_.gated ? spec_.gated_hidden() : spec_.dim_feedforward;
   Tensor& h = st.ws.f32(be, 0, {N, C});
-  Tensor& qkv = st.ws.f32(be, 1, {N, 3 * C});
+  Tensor& qkv = st.ws.f32(be, 1, {N, as.row()});
   Tensor& att = st.ws.f32(be, 2, {N, C});
   Tensor& proj = st.ws.f32(be, 3, {N, C});
-  Tensor& ff = st.ws.f32(be, 4, {N, F});
-  const int H = spec_.num_heads, D = static_cast<int>(C / H);
+  Tensor& ff = st.ws.f32(be, 4, {N, spec_.gated ? 2 * hidden : hidden});
+  Tensor& gated = st.ws.f32(be, 5, {N, hidden});
+  const bool rope = spec_.pos_emb == PosEmb::Rope || spec_.pos_emb == PosEmb::RopeConcat;
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& L = layers_[i];
-    be.layer_norm(x, L.norm1_w, L.norm1_b, spec_.norm_eps, h);
-    be.linear(h, L.in_proj, nullptr, qkv);
-    be.rope(qkv, H, D, spec_.max_period, st.pos);
-    be.kv_write(st.caches[i], qkv, B, st.pos);
-    be.attention(qkv, st.caches[i], B, st.pos, st.lo, att);
-    be.linear(att, L.out_proj, nullptr, proj);
+    const Weights& w = L.sets[set];
+    norm(be, x, L.norm1_w, L.norm1_b, h);
+    be.linear(h, w.in_proj, nullptr, qkv);
+    if (rope) be.rope(qkv, as, spec_.max_period, spec_.pos_emb == PosEmb::Rope, st.pos);
+    be.kv_write(st.caches[i], qkv, as, B, st.pos);
+    be.attention(qkv, st.caches[i], as, B, st.pos, st.lo, att);
+    be.linear(att, w.out_proj, nullptr, proj);
     be.add_scaled(x, proj, spec_.layer_scale ? &L.scale1 : nullptr);
-    be.layer_norm(x, L.norm2_w, L.norm2_b, spec_.norm_eps, h);
-    be.linear(h, L.linear1, nullptr, ff);
-    be.gelu_erf(ff);
-    be.linear(ff, L.linear2, nullptr, proj);
+    norm(be, x, L.norm2_w, L.norm2_b, h);
+    be.linear(h, w.ff_in, nullptr, ff);
+    if (spec_.gated) {
+      be.gated_activation(ff, spec_.activation, gated);
+      be.linear(gated, w.ff_out, nullptr, proj);
+    } else {
+      be.activation(ff, spec_.activation);
+      be.linear(ff, w.ff_out, nullptr, proj);
+    }
     be.add_scaled(x, proj, spec_.layer_scale ? &L.scale2 : nullptr);
   }
   for (int b = 0; b < B; ++b) st.offset[b] += T;

@@ -1,5 +1,7 @@
-// The streaming transformer shared by the codec (and, later, the LM): pre-norm layers of
-// self-attention over a ring KV cache and a feed-forward block, with optional LayerScale.
+// The streaming transformer shared by the codec and the LM: pre-norm layers of self-attention
+// over a ring KV cache and a feed-forward block (plain GELU or gated), with the reference's
+// options: LayerNorm or RMSNorm, optional LayerScale, RoPE / sinusoidal / no positions,
+// grouped key-value heads, and separate weight sets per step (the depformer).
 #pragma once
 #include <string>
 #include <vector>
@@ -10,43 +12,68 @@
 
 namespace moshi {
 
+enum class NormKind { LayerNorm, RmsNorm };
+enum class PosEmb { None, Rope, RopeConcat, Sin };
+
 struct TransformerSpec {
   int d_model = 0;
   int num_heads = 0;
   int num_layers = 0;
-  int dim_feedforward = 0;
-  int context = 0;  // attention window in steps; 0 = unlimited
+  int dim_feedforward = 0;  // plain FFN: hidden width; gated: the declared size (see gated_hidden)
+  int context = 0;          // attention window in steps; 0 = unlimited
   bool layer_scale = false;
   float max_period = 10000.f;
+  NormKind norm = NormKind::LayerNorm;
   float norm_eps = 1e-5f;
+  bool gated = false;
+  Act activation = Act::Gelu;  // of the FFN (gated: applied to the first half)
+  PosEmb pos_emb = PosEmb::Rope;
+  float positional_scale = 1.f;
+  int kv_repeat = 1;
+  int weights_per_step = 0;   // 0: one weight set; n: steps 0..n-1 of a stream use their own set
+  std::vector<int> schedule;  // step -> weight set (empty: identity)
+
+  int weight_sets() const;
+  // The reference's hidden size of a gated FFN: 21·d/8 if declared 4·d, else 2·declared/3.
+  int gated_hidden() const;
 };
 
 class Transformer {
  public:
-  // Binds `prefix`layers.{i}.* (the reference's names, all spellings of the attention projections).
+  // Binds `prefix`layers.{i}.* under every spelling the released checkpoints use.
   void load(WeightBinder& wb, Backend& be, const std::string& prefix, const TransformerSpec& spec);
   const TransformerSpec& spec() const { return spec_; }
 
   struct State {
-    std::vector<KvCache> caches;     // one per layer
-    std::vector<int64_t> offset;     // steps processed per stream since its reset
+    std::vector<KvCache> caches;  // one per layer
+    std::vector<int64_t> offset;  // steps processed per stream since its reset
     int batch = 0;
-    int max_steps = 0;               // largest chunk a call may carry
+    int max_steps = 0;            // largest chunk a call may carry
     Workspace ws;
-    std::vector<int64_t> pos, lo;    // per-row scratch
+    std::vector<int64_t> pos, lo;  // per-row scratch
   };
-  State new_state(Backend& be, int batch, int max_steps) const;
+  // max_positions bounds an unlimited-context stream (its ring then holds that many steps).
+  State new_state(Backend& be, int batch, int max_steps, int max_positions = 0) const;
   void reset(State& st, int stream) const { st.offset[stream] = 0; }
 
   // x [B·T, d_model] in place. `group` is the number of steps one normative streaming call
   // carries: every step of a group sees the keys that call would have kept in a ring of
-  // `context` slots (group 1 = the plain sliding window).
+  // `context` slots (group 1 = the plain sliding window). With weights per step, every stream
+  // must be at the same step and T must be 1.
   void forward(Backend& be, Tensor& x, int T, State& st, int group) const;
 
  private:
-  struct Layer {
-    Tensor norm1_w, norm1_b, norm2_w, norm2_b, in_proj, out_proj, linear1, linear2, scale1, scale2;
+  struct Weights {
+    Tensor in_proj, out_proj, ff_in, ff_out;  // ff_in: linear1 or gating.linear_in
   };
+  struct Layer {
+    Tensor norm1_w, norm1_b, norm2_w, norm2_b, scale1, scale2;
+    std::vector<Weights> sets;
+  };
+  void load_norm(WeightBinder& wb, Backend& be, const std::string& name, Tensor* w, Tensor* b) const;
+  void norm(Backend& be, const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) const;
+  AttnShape attn_shape() const;
+
   TransformerSpec spec_;
   std::vector<Layer> layers_;
 };

@@ -18,6 +18,17 @@ struct KvCache {
   int64_t capacity = 0;
 };
 
+// Head layout of a fused q|k|v row: `heads` query heads and `kv_heads` key/value heads (query
+// head h reads kv head h / (heads / kv_heads)), each `head_dim` wide.
+struct AttnShape {
+  int heads = 0, kv_heads = 0, head_dim = 0;
+  int64_t row() const { return static_cast<int64_t>(heads + 2 * kv_heads) * head_dim; }
+};
+
+enum class Act { Identity, Gelu, Silu, Relu, Sigmoid, Tanh, Elu };
+// "gelu" (exact erf), "silu", "relu", "sigmoid", "tanh", "elu", "identity"; false if unknown.
+bool act_from_name(const std::string& name, Act* out);
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -33,8 +44,10 @@ class Backend {
   virtual void copy(Tensor& dst, const Tensor& src) = 0;       // same size, device -> device
 
   // ---- weights: converted once at load into whatever layout the kernels want ---------------
-  // Linear weight [out, in].
+  // Linear weight [out, in], f32 or bf16 (kept as stored: bf16 is widened inside the kernels).
   virtual Tensor prepare_linear(const Tensor& w) = 0;
+  // Embedding table [V, D], f32 or bf16, read a row at a time.
+  virtual Tensor prepare_embedding(const Tensor& w) = 0;
   // Conv1d weight [Cout, Cin/groups, K].
   virtual Tensor prepare_conv(const Tensor& w, int groups) = 0;
   // ConvTranspose1d weight [Cin, Cout/groups, K].
@@ -61,24 +74,35 @@ class Backend {
                                 int stride, int groups, Tensor& partial, Tensor& y) = 0;
 
   virtual void elu(const Tensor& x, Tensor& y) = 0;               // alpha 1, via expm1
-  virtual void gelu_erf(Tensor& x) = 0;                            // in place, exact erf form
+  virtual void activation(Tensor& x, Act act) = 0;                 // in place (gelu: exact erf form)
+  // y [N, H] = act(x[:, :H]) ⊙ x[:, H:] for x [N, 2H] (the gated FFN's first half is activated).
+  virtual void gated_activation(const Tensor& x, Act act, Tensor& y) = 0;
   virtual void add(const Tensor& a, const Tensor& b, Tensor& y) = 0;
   // x += scale ⊙ u, scale [C] over the last dimension (nullptr: plain add).
   virtual void add_scaled(Tensor& x, const Tensor& u, const Tensor* scale) = 0;
   // [B, C, T] <-> [B, T, C]
   virtual void transpose_ct(const Tensor& x, Tensor& y) = 0;
   virtual void transpose_tc(const Tensor& x, Tensor& y) = 0;
-  // Over the last dimension of x [N, C].
+  // Over the last dimension of x [N, C], statistics in f32.
   virtual void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& y) = 0;
+  // y = x · alpha / sqrt(mean(x²) + eps), alpha [C].
+  virtual void rms_norm(const Tensor& x, const Tensor& alpha, float eps, Tensor& y) = 0;
+  // out [N, D] (+)= table[ids[n]]: id -1 gives zeros, other negative ids read row 0 (as the
+  // reference does); ids >= V fail. `accumulate` adds onto out instead of overwriting it.
+  virtual void embedding(const Tensor& table, const std::vector<int64_t>& ids, Tensor& out, bool accumulate) = 0;
+  // x [N, C] += scale · [cos(p·f_i) | sin(p·f_i)], f_i = max_period^(-i / (C/2 - 1)), p = pos[n].
+  virtual void sin_embedding_add(Tensor& x, const std::vector<int64_t>& pos, float max_period, float scale) = 0;
 
-  // qkv [B·T, 3·H·D] (q | k | v, head-major): interleaved RoPE on q and k in place at the given
-  // absolute positions (host, B·T entries).
-  virtual void rope(Tensor& qkv, int heads, int head_dim, float max_period, const std::vector<int64_t>& pos) = 0;
-  // Writes k and v of qkv [B·T, 3·H·D] into the cache at slots pos % capacity.
-  virtual void kv_write(KvCache& cache, const Tensor& qkv, int batch, const std::vector<int64_t>& pos) = 0;
-  // out [B·T, H·D]: query (b, t) at position pos attends to cached positions [lo, pos].
-  virtual void attention(const Tensor& qkv, const KvCache& cache, int batch, const std::vector<int64_t>& pos,
-                         const std::vector<int64_t>& lo, Tensor& out) = 0;
+  // qkv [B·T, shape.row()] (q | k | v, head-major): RoPE on q and k in place at the given
+  // absolute positions (host, B·T entries); `interleaved` pairs (2i, 2i+1), else (i, i + D/2).
+  virtual void rope(Tensor& qkv, const AttnShape& s, float max_period, bool interleaved,
+                    const std::vector<int64_t>& pos) = 0;
+  // Writes k and v of qkv into the cache [B, capacity, kv_heads, D] at slots pos % capacity.
+  virtual void kv_write(KvCache& cache, const Tensor& qkv, const AttnShape& s, int batch,
+                        const std::vector<int64_t>& pos) = 0;
+  // out [B·T, heads·D]: query (b, t) at position pos attends to cached positions [lo, pos].
+  virtual void attention(const Tensor& qkv, const KvCache& cache, const AttnShape& s, int batch,
+                         const std::vector<int64_t>& pos, const std::vector<int64_t>& lo, Tensor& out) = 0;
 
   // Vector quantisation over rows of r [N, D] with a codebook [bins, D] prepared by
   // prepare_linear and its squared norms [bins]: codes[N] (i64) <- nearest entry (ties: lowest

@@ -11,46 +11,52 @@
 
 namespace moshi {
 
-void CpuBackend::rope(Tensor& qkv, int heads, int head_dim, float max_period, const std::vector<int64_t>& pos) {
+void CpuBackend::rope(Tensor& qkv, const AttnShape& sh, float max_period, bool interleaved,
+                      const std::vector<int64_t>& pos) {
   OpTimer timer("rope");
-  const int64_t HD = static_cast<int64_t>(heads) * head_dim, rows = qkv.numel() / (3 * HD);
+  const int64_t R = sh.row(), rows = qkv.numel() / R, D = sh.head_dim;
   MOSHI_CHECK(static_cast<int64_t>(pos.size()) == rows, "rope: ", pos.size(), " positions for ", rows, " rows");
-  const int half = head_dim / 2;
+  const int64_t half = D / 2;
   std::vector<float> freqs(half);
-  const float step = static_cast<float>(-std::log(static_cast<double>(max_period)) * 2.0 / head_dim);
-  for (int i = 0; i < half; ++i) freqs[i] = std::exp(static_cast<float>(i) * step);
+  const float step = static_cast<float>(-std::log(static_cast<double>(max_period)) * 2.0 / D);
+  for (int64_t i = 0; i < half; ++i) freqs[i] = std::exp(static_cast<float>(i) * step);
+  // Pair i of a head: (2i, 2i+1) interleaved, or (i, i + D/2).
+  const int64_t im_off = interleaved ? 1 : half, stride = interleaved ? 2 : 1;
+  const int heads_qk = sh.heads + sh.kv_heads;  // q heads then k heads, contiguous
   float* p = qkv.f32();
   for (int64_t r = 0; r < rows; ++r) {
     const float t = static_cast<float>(pos[r]);
-    for (int i = 0; i < half; ++i) {
+    for (int64_t i = 0; i < half; ++i) {
       const float a = freqs[i] * t, c = std::cos(a), s = std::sin(a);
-      for (int part = 0; part < 2; ++part)  // q, then k
-        for (int h = 0; h < heads; ++h) {
-          float* v = p + r * 3 * HD + part * HD + h * head_dim + 2 * i;
-          const float re = v[0], im = v[1];
-          v[0] = re * c - im * s;
-          v[1] = re * s + im * c;
-        }
+      for (int h = 0; h < heads_qk; ++h) {
+        float* v = p + r * R + h * D + i * stride;
+        const float re = v[0], im = v[im_off];
+        v[0] = re * c - im * s;
+        v[im_off] = re * s + im * c;
+      }
     }
   }
 }
 
-void CpuBackend::kv_write(KvCache& cache, const Tensor& qkv, int batch, const std::vector<int64_t>& pos) {
-  const int64_t HD = cache.k.dim(2) * cache.k.dim(3), rows = qkv.numel() / (3 * HD), T = rows / batch;
+void CpuBackend::kv_write(KvCache& cache, const Tensor& qkv, const AttnShape& sh, int batch,
+                          const std::vector<int64_t>& pos) {
+  const int64_t R = sh.row(), KD = static_cast<int64_t>(sh.kv_heads) * sh.head_dim,
+                QD = static_cast<int64_t>(sh.heads) * sh.head_dim, rows = qkv.numel() / R, T = rows / batch;
   const float* p = qkv.f32();
   for (int64_t b = 0; b < batch; ++b)
     for (int64_t t = 0; t < T; ++t) {
       const int64_t r = b * T + t, slot = pos[r] % cache.capacity;
-      const float* row = p + r * 3 * HD;
-      std::memcpy(cache.k.f32() + (b * cache.capacity + slot) * HD, row + HD, HD * sizeof(float));
-      std::memcpy(cache.v.f32() + (b * cache.capacity + slot) * HD, row + 2 * HD, HD * sizeof(float));
+      const float* row = p + r * R;
+      std::memcpy(cache.k.f32() + (b * cache.capacity + slot) * KD, row + QD, KD * sizeof(float));
+      std::memcpy(cache.v.f32() + (b * cache.capacity + slot) * KD, row + QD + KD, KD * sizeof(float));
     }
 }
 
-void CpuBackend::attention(const Tensor& qkv, const KvCache& cache, int batch, const std::vector<int64_t>& pos,
-                           const std::vector<int64_t>& lo, Tensor& out) {
-  const int64_t H = cache.k.dim(2), D = cache.k.dim(3), HD = H * D, rows = qkv.numel() / (3 * HD), T = rows / batch;
+void CpuBackend::attention(const Tensor& qkv, const KvCache& cache, const AttnShape& sh, int batch,
+                           const std::vector<int64_t>& pos, const std::vector<int64_t>& lo, Tensor& out) {
   OpTimer timer("attention");
+  const int64_t H = sh.heads, D = sh.head_dim, R = sh.row(), KD = static_cast<int64_t>(sh.kv_heads) * D,
+                rows = qkv.numel() / R, T = rows / batch, rep = sh.heads / sh.kv_heads;
   const float scale = 1.f / std::sqrt(static_cast<float>(D));
   const float* pq = qkv.f32();
   float* po = out.f32();
@@ -59,27 +65,27 @@ void CpuBackend::attention(const Tensor& qkv, const KvCache& cache, int batch, c
                 " exceeds the cache capacity ", cache.capacity);
   const int64_t cap = cache.capacity;
   pool_.parallel_for(static_cast<int>(batch * H), [&](int bh) {
-    const int64_t b = bh / H, h = bh % H;
+    const int64_t b = bh / H, h = bh % H, kvh = h / rep;
     thread_local std::vector<float> score;
-    const float* kb = cache.k.f32() + (b * cap * H + h) * D;
-    const float* vb = cache.v.f32() + (b * cap * H + h) * D;
+    const float* kb = cache.k.f32() + b * cap * KD + kvh * D;
+    const float* vb = cache.v.f32() + b * cap * KD + kvh * D;
     for (int64_t t = 0; t < T; ++t) {
       const int64_t r = b * T + t, p = pos[r], l = std::max<int64_t>(lo[r], 0), n = p - l + 1;
-      const float* q = pq + r * 3 * HD + h * D;
+      const float* q = pq + r * R + h * D;
       score.resize(static_cast<size_t>(n));
       // Positions [l, p] occupy at most two contiguous runs of ring slots.
       const int64_t s0 = l % cap, run1 = std::min(n, cap - s0);
-      cpu::dot_rows(q, kb + s0 * HD, HD, run1, D, scale, score.data());
-      if (run1 < n) cpu::dot_rows(q, kb, HD, n - run1, D, scale, score.data() + run1);
+      cpu::dot_rows(q, kb + s0 * KD, KD, run1, D, scale, score.data());
+      if (run1 < n) cpu::dot_rows(q, kb, KD, n - run1, D, scale, score.data() + run1);
       const float mx = *std::max_element(score.begin(), score.end());
       float sum = 0.f;
       for (float& s : score) sum += (s = std::exp(s - mx));
       const float inv = 1.f / sum;
       for (float& s : score) s *= inv;
-      float* o = po + r * HD + h * D;
+      float* o = po + r * H * D + h * D;
       std::fill_n(o, D, 0.f);
-      cpu::axpy_rows(score.data(), vb + s0 * HD, HD, run1, D, o);
-      if (run1 < n) cpu::axpy_rows(score.data() + run1, vb, HD, n - run1, D, o);
+      cpu::axpy_rows(score.data(), vb + s0 * KD, KD, run1, D, o);
+      if (run1 < n) cpu::axpy_rows(score.data() + run1, vb, KD, n - run1, D, o);
     }
   });
 }

@@ -42,8 +42,18 @@ static Tensor packed(const float* w, int64_t out, int64_t in, int64_t ldw) {
 }
 
 Tensor CpuBackend::prepare_linear(const Tensor& w) {
+  const int64_t out = w.dim(0), in = w.numel() / out;
+  if (w.dtype() == DType::BF16) {  // kept in bf16: the products are bound by reading weights
+    Tensor t = Tensor::zeros(DType::BF16, {cpu::panels(out), in, cpu::kPanel});
+    cpu::pack_panels_bf16(w.ptr<uint16_t>(), out, in, in, t.ptr<uint16_t>());
+    return t;
+  }
   Tensor f = as_f32(w);
-  return packed(f.f32(), f.dim(0), f.numel() / f.dim(0), f.numel() / f.dim(0));
+  return packed(f.f32(), out, in, in);
+}
+
+Tensor CpuBackend::prepare_embedding(const Tensor& w) {
+  return w.dtype() == DType::BF16 || w.dtype() == DType::F32 ? w : to_f32(w);
 }
 
 Tensor CpuBackend::prepare_conv(const Tensor& w, int groups) {

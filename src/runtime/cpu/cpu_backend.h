@@ -23,6 +23,7 @@ class CpuBackend final : public Backend {
   void copy(Tensor& dst, const Tensor& src) override;
 
   Tensor prepare_linear(const Tensor& w) override;
+  Tensor prepare_embedding(const Tensor& w) override;
   Tensor prepare_conv(const Tensor& w, int groups) override;
   Tensor prepare_conv_transpose(const Tensor& w, int groups) override;
   Tensor prepare_vector(const Tensor& w) override;
@@ -35,16 +36,22 @@ class CpuBackend final : public Backend {
   void conv_transpose1d(const Tensor& x, const Tensor& w, const Tensor* bias, int cin, int cout, int kernel, int stride,
                         int groups, Tensor& partial, Tensor& y) override;
   void elu(const Tensor& x, Tensor& y) override;
-  void gelu_erf(Tensor& x) override;
+  void activation(Tensor& x, Act act) override;
+  void gated_activation(const Tensor& x, Act act, Tensor& y) override;
   void add(const Tensor& a, const Tensor& b, Tensor& y) override;
   void add_scaled(Tensor& x, const Tensor& u, const Tensor* scale) override;
   void transpose_ct(const Tensor& x, Tensor& y) override;
   void transpose_tc(const Tensor& x, Tensor& y) override;
   void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& y) override;
-  void rope(Tensor& qkv, int heads, int head_dim, float max_period, const std::vector<int64_t>& pos) override;
-  void kv_write(KvCache& cache, const Tensor& qkv, int batch, const std::vector<int64_t>& pos) override;
-  void attention(const Tensor& qkv, const KvCache& cache, int batch, const std::vector<int64_t>& pos,
-                 const std::vector<int64_t>& lo, Tensor& out) override;
+  void rms_norm(const Tensor& x, const Tensor& alpha, float eps, Tensor& y) override;
+  void embedding(const Tensor& table, const std::vector<int64_t>& ids, Tensor& out, bool accumulate) override;
+  void sin_embedding_add(Tensor& x, const std::vector<int64_t>& pos, float max_period, float scale) override;
+  void rope(Tensor& qkv, const AttnShape& s, float max_period, bool interleaved,
+            const std::vector<int64_t>& pos) override;
+  void kv_write(KvCache& cache, const Tensor& qkv, const AttnShape& s, int batch,
+                const std::vector<int64_t>& pos) override;
+  void attention(const Tensor& qkv, const KvCache& cache, const AttnShape& s, int batch,
+                 const std::vector<int64_t>& pos, const std::vector<int64_t>& lo, Tensor& out) override;
   void vq_encode(Tensor& r, const Tensor& codebook, const Tensor& norms, Tensor& codes) override;
   void vq_decode_add(Tensor& acc, const Tensor& codebook, const Tensor& norms, const Tensor& codes) override;
 

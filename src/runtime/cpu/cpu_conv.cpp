@@ -38,6 +38,24 @@ void pack_panels(const float* w, int64_t out, int64_t in, int64_t ldw, float* ds
   }
 }
 
+void pack_panels_bf16(const uint16_t* w, int64_t out, int64_t in, int64_t ldw, uint16_t* dst) {
+  std::fill_n(dst, panels(out) * in * kPanel, uint16_t{0});
+  for (int64_t o = 0; o < out; ++o) {
+    uint16_t* d = dst + (o / kPanel) * in * kPanel + o % kPanel;
+    const uint16_t* src = w + o * ldw;
+    for (int64_t i = 0; i < in; ++i) d[i * kPanel] = src[i];
+  }
+}
+
+void pack_panels_bf16(const float* w, int64_t out, int64_t in, int64_t ldw, uint16_t* dst) {
+  std::fill_n(dst, panels(out) * in * kPanel, uint16_t{0});
+  for (int64_t o = 0; o < out; ++o) {
+    uint16_t* d = dst + (o / kPanel) * in * kPanel + o % kPanel;
+    const float* src = w + o * ldw;
+    for (int64_t i = 0; i < in; ++i) d[i * kPanel] = f32_to_bf16(src[i]);
+  }
+}
+
 void packed_row(const float* wp, int64_t in, int64_t j, float* row) {
   const float* s = wp + (j / kPanel) * in * kPanel + j % kPanel;
   for (int64_t i = 0; i < in; ++i) row[i] = s[i * kPanel];
@@ -81,6 +99,37 @@ void matmul_packed(ThreadPool& pool, const float* x, int64_t ldx, int64_t N, con
   }
 }
 
+void matmul_packed_bf16(ThreadPool& pool, const float* x, int64_t ldx, int64_t N, const uint16_t* wp, int64_t in,
+                        int64_t out, float* y, int64_t ldy) {
+  if (N <= 0 || out <= 0) return;
+  const int64_t P = panels(out);
+  const double work = static_cast<double>(N) * in * out;
+  int parts = static_cast<int>(std::min<int64_t>(work < 2e5 ? 1 : pool.size(), P));
+  if (use_panels(N, in)) {
+    pool.parallel_for(parts, [&](int i) {
+      int64_t p0, p1;
+      split_range(P, parts, i, 1, &p0, &p1);
+      if (p1 > p0) gemv_panels_bf16(x, ldx, N, wp, in, out, p0, p1, y, ldy);
+    });
+    return;
+  }
+  // Many rows: widen one panel at a time into f32 scratch, then sgemm on it.
+  pool.parallel_for(parts, [&](int i) {
+    int64_t p0, p1;
+    split_range(P, parts, i, 1, &p0, &p1);
+    thread_local std::vector<float> panel;
+    panel.resize(static_cast<size_t>(in * kPanel));
+    for (int64_t p = p0; p < p1; ++p) {
+      const uint16_t* src = wp + p * in * kPanel;
+      for (int64_t j = 0; j < in * kPanel; ++j) panel[j] = bf16_to_f32(src[j]);
+      const int64_t cols = std::min(kPanel, out - p * kPanel);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(N), static_cast<int>(cols),
+                  static_cast<int>(in), 1.f, x, static_cast<int>(ldx), panel.data(), static_cast<int>(kPanel), 0.f,
+                  y + p * kPanel, static_cast<int>(ldy));
+    }
+  });
+}
+
 }  // namespace cpu
 
 using cpu::matmul_packed;
@@ -91,7 +140,10 @@ void CpuBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, Te
   OpTimer timer(cpu::use_panels(N, in) ? "linear(gemv)" : "linear(gemm)", 2.0 * N * in * out);
   MOSHI_CHECK(w.ndim() == 3 && x.numel() == N * in && y.numel() == N * out && cpu::panels(out) == w.dim(0),
               "linear: shapes ", shape_str(x.shape()), " x ", shape_str(w.shape()), " -> ", shape_str(y.shape()));
-  matmul_packed(pool_, x.f32(), in, N, w.f32(), in, out, y.f32(), out);
+  if (w.dtype() == DType::BF16)
+    cpu::matmul_packed_bf16(pool_, x.f32(), in, N, w.ptr<uint16_t>(), in, out, y.f32(), out);
+  else
+    matmul_packed(pool_, x.f32(), in, N, w.f32(), in, out, y.f32(), out);
   if (bias) {
     float* py = y.f32();
     const float* pb = bias->f32();

@@ -1,6 +1,7 @@
 // Element-wise ops, norms and layout changes on the CPU.
 #include <cmath>
 #include <cstring>
+#include <string>
 
 #include "core/error.h"
 #include "core/op_profile.h"
@@ -16,11 +17,100 @@ void CpuBackend::elu(const Tensor& x, Tensor& y) {
   cpu::elu_inplace(y.f32(), y.numel());
 }
 
-void CpuBackend::gelu_erf(Tensor& x) {
-  OpTimer timer("gelu_erf");
+bool act_from_name(const std::string& name, Act* out) {
+  static const struct { const char* n; Act a; } table[] = {
+      {"identity", Act::Identity}, {"gelu", Act::Gelu}, {"silu", Act::Silu}, {"relu", Act::Relu},
+      {"sigmoid", Act::Sigmoid},   {"tanh", Act::Tanh}, {"elu", Act::Elu}};
+  for (const auto& e : table)
+    if (name == e.n) {
+      *out = e.a;
+      return true;
+    }
+  return false;
+}
+
+namespace {
+inline float apply_act(float v, Act a) {
+  switch (a) {
+    case Act::Identity: return v;
+    case Act::Gelu: return 0.5f * v * (1.f + std::erf(v * static_cast<float>(M_SQRT1_2)));
+    case Act::Silu: return v / (1.f + std::exp(-v));
+    case Act::Relu: return v > 0.f ? v : 0.f;
+    case Act::Sigmoid: return 1.f / (1.f + std::exp(-v));
+    case Act::Tanh: return std::tanh(v);
+    case Act::Elu: return v > 0.f ? v : std::expm1(v);
+  }
+  return v;
+}
+}  // namespace
+
+void CpuBackend::activation(Tensor& x, Act act) {
+  OpTimer timer("activation");
   float* p = x.f32();
   const int64_t n = x.numel();
-  for (int64_t i = 0; i < n; ++i) p[i] = 0.5f * p[i] * (1.f + std::erf(p[i] * static_cast<float>(M_SQRT1_2)));
+  if (act == Act::Elu) return cpu::elu_inplace(p, n);
+  for (int64_t i = 0; i < n; ++i) p[i] = apply_act(p[i], act);
+}
+
+void CpuBackend::gated_activation(const Tensor& x, Act act, Tensor& y) {
+  OpTimer timer("gated_activation");
+  const int64_t H = y.dim(-1), N = y.numel() / H;
+  MOSHI_CHECK(x.numel() == 2 * N * H, "gated_activation: x ", shape_str(x.shape()), " is not twice y ",
+              shape_str(y.shape()));
+  const float* px = x.f32();
+  float* py = y.f32();
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t h = 0; h < H; ++h) py[n * H + h] = apply_act(px[n * 2 * H + h], act) * px[n * 2 * H + H + h];
+}
+
+void CpuBackend::rms_norm(const Tensor& x, const Tensor& alpha, float eps, Tensor& y) {
+  OpTimer timer("rms_norm");
+  const int64_t C = alpha.numel(), N = x.numel() / C;
+  const float *px = x.f32(), *pa = alpha.f32();
+  float* py = y.f32();
+  for (int64_t n = 0; n < N; ++n) {
+    const float* r = px + n * C;
+    double ss = 0;
+    for (int64_t c = 0; c < C; ++c) ss += static_cast<double>(r[c]) * r[c];
+    const float inv = static_cast<float>(1.0 / std::sqrt(ss / C + eps));
+    for (int64_t c = 0; c < C; ++c) py[n * C + c] = r[c] * (pa[c] * inv);
+  }
+}
+
+void CpuBackend::embedding(const Tensor& table, const std::vector<int64_t>& ids, Tensor& out, bool accumulate) {
+  const int64_t V = table.dim(0), D = table.dim(1), N = static_cast<int64_t>(ids.size());
+  MOSHI_CHECK(out.numel() == N * D, "embedding: ", N, " ids for output ", shape_str(out.shape()));
+  float* po = out.f32();
+  for (int64_t n = 0; n < N; ++n) {
+    float* o = po + n * D;
+    const int64_t id = ids[n];
+    MOSHI_CHECK(id < V, "token id ", id, " is out of range for an embedding of ", V, " rows");
+    if (id == -1) {  // the zero token embeds to exact zeros
+      if (!accumulate) std::fill_n(o, D, 0.f);
+      continue;
+    }
+    const int64_t row = id < 0 ? 0 : id;
+    if (table.dtype() == DType::BF16) {
+      const uint16_t* src = table.ptr<uint16_t>() + row * D;
+      for (int64_t d = 0; d < D; ++d) o[d] = (accumulate ? o[d] : 0.f) + bf16_to_f32(src[d]);
+    } else {
+      const float* src = table.f32() + row * D;
+      for (int64_t d = 0; d < D; ++d) o[d] = (accumulate ? o[d] : 0.f) + src[d];
+    }
+  }
+}
+
+void CpuBackend::sin_embedding_add(Tensor& x, const std::vector<int64_t>& pos, float max_period, float scale) {
+  const int64_t N = static_cast<int64_t>(pos.size()), C = x.numel() / N, half = C / 2;
+  float* px = x.f32();
+  for (int64_t n = 0; n < N; ++n) {
+    const float p = static_cast<float>(pos[n]);
+    for (int64_t i = 0; i < half; ++i) {
+      const float phase = p / std::pow(max_period, static_cast<float>(i) / static_cast<float>(half - 1));
+      px[n * C + i] += scale * std::cos(phase);
+      px[n * C + half + i] += scale * std::sin(phase);
+    }
+  }
 }
 
 void CpuBackend::add(const Tensor& a, const Tensor& b, Tensor& y) {

@@ -14,6 +14,9 @@ constexpr int64_t kPanel = 64;
 int64_t panels(int64_t out);
 // Packs w [out, in] (row stride ldw) into panels; `dst` holds panels(out)·in·kPanel floats.
 void pack_panels(const float* w, int64_t out, int64_t in, int64_t ldw, float* dst);
+// The same for bf16 weights, from bf16 [out, in] (or from f32, rounded to nearest even).
+void pack_panels_bf16(const uint16_t* w, int64_t out, int64_t in, int64_t ldw, uint16_t* dst);
+void pack_panels_bf16(const float* w, int64_t out, int64_t in, int64_t ldw, uint16_t* dst);
 // Row j of a packed weight, gathered into row[in].
 void packed_row(const float* wp, int64_t in, int64_t j, float* row);
 
@@ -22,6 +25,9 @@ void packed_row(const float* wp, int64_t in, int64_t j, float* row);
 // panel; spread over the pool.
 void matmul_packed(ThreadPool& pool, const float* x, int64_t ldx, int64_t N, const float* wp, int64_t in,
                    int64_t out, float* y, int64_t ldy);
+// The same with bf16 panels (widened to f32 in the kernel; many rows widen one panel at a time).
+void matmul_packed_bf16(ThreadPool& pool, const float* x, int64_t ldx, int64_t N, const uint16_t* wp, int64_t in,
+                        int64_t out, float* y, int64_t ldy);
 
 // SIMD kernels (Highway, dispatched at run time to the best instruction set).
 // Whether a product of N rows of length `in` runs faster streaming the packed weights once
@@ -31,6 +37,8 @@ inline bool use_panels(int64_t N, int64_t in) { return N <= 8 || (N <= 16 && in 
 // Panels [p0, p1) of a packed weight against N rows of x (any N; one pass per 16 rows).
 void gemv_panels(const float* x, int64_t ldx, int64_t N, const float* wp, int64_t in, int64_t out, int64_t p0,
                  int64_t p1, float* y, int64_t ldy);
+void gemv_panels_bf16(const float* x, int64_t ldx, int64_t N, const uint16_t* wp, int64_t in, int64_t out, int64_t p0,
+                      int64_t p1, float* y, int64_t ldy);
 void elu_inplace(float* x, int64_t n);
 // scores[r] = scale · q·k_r, k_r = k + r·stride (D floats each).
 void dot_rows(const float* q, const float* k, int64_t stride, int64_t rows, int64_t D, float scale, float* scores);

@@ -18,8 +18,19 @@ namespace hn = hwy::HWY_NAMESPACE;
 
 // KV vectors of one panel's columns [c0, c0 + KV·L) against NC rows of x (element (n, i) at
 // x[n·ldx + i·sx]): the panel streams once, every (row, column) sum stays in its own lane.
-template <int NC, int KV>
-HWY_INLINE void PanelTile(const float* HWY_RESTRICT x, int64_t ldx, int64_t sx, const float* HWY_RESTRICT wp,
+// Weights are f32 or bf16 (widened to f32 on load: the kernel is bound by reading them).
+template <class D>
+HWY_INLINE hn::Vec<D> LoadWeights(D d, const float* HWY_RESTRICT p) {
+  return hn::Load(d, p);
+}
+template <class D>
+HWY_INLINE hn::Vec<D> LoadWeights(D d, const hwy::bfloat16_t* HWY_RESTRICT p) {
+  const hn::Rebind<hwy::bfloat16_t, D> dbf;
+  return hn::PromoteTo(d, hn::Load(dbf, p));
+}
+
+template <int NC, int KV, typename TW>
+HWY_INLINE void PanelTile(const float* HWY_RESTRICT x, int64_t ldx, int64_t sx, const TW* HWY_RESTRICT wp,
                           int64_t i0, int64_t i1, int64_t c0, int64_t ncols, float* HWY_RESTRICT y, int64_t ldy) {
   const hn::ScalableTag<float> d;
   const int64_t L = static_cast<int64_t>(hn::Lanes(d));
@@ -39,10 +50,10 @@ HWY_INLINE void PanelTile(const float* HWY_RESTRICT x, int64_t ldx, int64_t sx, 
         }
       }
     }
-  const float* w = wp + i0 * kPanel + c0;
+  const TW* w = wp + i0 * kPanel + c0;
   for (int64_t i = i0; i < i1; ++i, w += kPanel) {
     V wv[KV];
-    for (int k = 0; k < KV; ++k) wv[k] = hn::Load(d, w + k * L);
+    for (int k = 0; k < KV; ++k) wv[k] = LoadWeights(d, w + k * L);
     for (int n = 0; n < NC; ++n) {
       const V xb = hn::Set(d, x[n * ldx + i * sx]);
       for (int k = 0; k < KV; ++k) acc[n][k] = hn::MulAdd(wv[k], xb, acc[n][k]);
@@ -60,8 +71,8 @@ HWY_INLINE void PanelTile(const float* HWY_RESTRICT x, int64_t ldx, int64_t sx, 
     }
 }
 
-template <int NC, int KV>
-HWY_INLINE void PanelRows(const float* x, int64_t ldx, const float* wp, int64_t in, int64_t out, int64_t p0,
+template <int NC, int KV, typename TW>
+HWY_INLINE void PanelRows(const float* x, int64_t ldx, const TW* wp, int64_t in, int64_t out, int64_t p0,
                           int64_t p1, float* y, int64_t ldy) {
   const hn::ScalableTag<float> d;
   const int64_t step = KV * static_cast<int64_t>(hn::Lanes(d));
@@ -81,7 +92,7 @@ HWY_INLINE void PanelRows(const float* x, int64_t ldx, const float* wp, int64_t 
   // cache across the passes; with one pass per panel there is nothing to reuse.
   const int64_t ib = step >= kPanel ? in : 256;
   for (int64_t p = p0; p < p1; ++p) {
-    const float* panel = wp + p * in * kPanel;
+    const TW* panel = wp + p * in * kPanel;
     for (int64_t i0 = 0; i0 < in; i0 += ib) {
       const int64_t i1 = std::min(in, i0 + ib);
       if (ib < in && i1 < in) {
@@ -94,26 +105,27 @@ HWY_INLINE void PanelRows(const float* x, int64_t ldx, const float* wp, int64_t 
       for (int64_t c0 = 0; c0 < kPanel; c0 += step) {
         const int64_t ncols = out - p * kPanel - c0;
         if (ncols <= 0) break;
-        PanelTile<NC, KV>(x, lx, sx, panel, i0, i1, c0, ncols < step ? ncols : step, y + p * kPanel, ldy);
+        PanelTile<NC, KV, TW>(x, lx, sx, panel, i0, i1, c0, ncols < step ? ncols : step, y + p * kPanel, ldy);
       }
     }
   }
 }
 
 // Dispatches N rows (1..16) to a tile shape that keeps NC·KV accumulators in registers.
-template <int NC>
-HWY_INLINE void RowsNC(const float* x, int64_t ldx, const float* wp, int64_t in, int64_t out, int64_t p0, int64_t p1,
+template <int NC, typename TW>
+HWY_INLINE void RowsNC(const float* x, int64_t ldx, const TW* wp, int64_t in, int64_t out, int64_t p0, int64_t p1,
                        float* y, int64_t ldy, bool wide) {
   constexpr int kv_wide = NC <= 4 ? 4 : NC <= 8 ? 2 : 1;
   constexpr int kv_narrow = NC <= 4 ? 2 : 1;
   if (wide)
-    PanelRows<NC, kv_wide>(x, ldx, wp, in, out, p0, p1, y, ldy);
+    PanelRows<NC, kv_wide, TW>(x, ldx, wp, in, out, p0, p1, y, ldy);
   else
-    PanelRows<NC, kv_narrow>(x, ldx, wp, in, out, p0, p1, y, ldy);
+    PanelRows<NC, kv_narrow, TW>(x, ldx, wp, in, out, p0, p1, y, ldy);
 }
 
-void GemvPanels(const float* x, int64_t ldx, int64_t N, const float* wp, int64_t in, int64_t out, int64_t p0,
-                int64_t p1, float* y, int64_t ldy) {
+template <typename TW>
+HWY_INLINE void GemvPanelsT(const float* x, int64_t ldx, int64_t N, const TW* wp, int64_t in, int64_t out,
+                            int64_t p0, int64_t p1, float* y, int64_t ldy) {
   const hn::ScalableTag<float> d;
   // 32 vector registers on AVX-512 hold up to 16 accumulators plus operands; narrower targets
   // (16 registers) take at most 8 rows per pass.
@@ -125,7 +137,7 @@ void GemvPanels(const float* x, int64_t ldx, int64_t N, const float* wp, int64_t
     float* ys = y + n * ldy;
     switch (r) {
 #define MOSHI_ROWS_CASE(k) \
-  case k: RowsNC<k>(xs, ldx, wp, in, out, p0, p1, ys, ldy, wide); break;
+  case k: RowsNC<k, TW>(xs, ldx, wp, in, out, p0, p1, ys, ldy, wide); break;
       MOSHI_ROWS_CASE(1) MOSHI_ROWS_CASE(2) MOSHI_ROWS_CASE(3) MOSHI_ROWS_CASE(4) MOSHI_ROWS_CASE(5)
       MOSHI_ROWS_CASE(6) MOSHI_ROWS_CASE(7) MOSHI_ROWS_CASE(8) MOSHI_ROWS_CASE(9) MOSHI_ROWS_CASE(10)
       MOSHI_ROWS_CASE(11) MOSHI_ROWS_CASE(12) MOSHI_ROWS_CASE(13) MOSHI_ROWS_CASE(14) MOSHI_ROWS_CASE(15)
@@ -134,6 +146,15 @@ void GemvPanels(const float* x, int64_t ldx, int64_t N, const float* wp, int64_t
       default: break;
     }
   }
+}
+
+void GemvPanels(const float* x, int64_t ldx, int64_t N, const float* wp, int64_t in, int64_t out, int64_t p0,
+                int64_t p1, float* y, int64_t ldy) {
+  GemvPanelsT(x, ldx, N, wp, in, out, p0, p1, y, ldy);
+}
+void GemvPanelsBf16(const float* x, int64_t ldx, int64_t N, const uint16_t* wp, int64_t in, int64_t out, int64_t p0,
+                    int64_t p1, float* y, int64_t ldy) {
+  GemvPanelsT(x, ldx, N, reinterpret_cast<const hwy::bfloat16_t*>(wp), in, out, p0, p1, y, ldy);
 }
 
 // scores[r] = scale · q·k_r for rows k_r = k + r·stride, r < rows (row length D).
@@ -189,6 +210,7 @@ HWY_AFTER_NAMESPACE();
 namespace moshi {
 namespace cpu {
 HWY_EXPORT(GemvPanels);
+HWY_EXPORT(GemvPanelsBf16);
 HWY_EXPORT(EluInplace);
 HWY_EXPORT(DotRows);
 HWY_EXPORT(AxpyRows);
@@ -203,6 +225,10 @@ void axpy_rows(const float* a, const float* v, int64_t stride, int64_t rows, int
 void gemv_panels(const float* x, int64_t ldx, int64_t N, const float* wp, int64_t in, int64_t out, int64_t p0,
                  int64_t p1, float* y, int64_t ldy) {
   HWY_DYNAMIC_DISPATCH(GemvPanels)(x, ldx, N, wp, in, out, p0, p1, y, ldy);
+}
+void gemv_panels_bf16(const float* x, int64_t ldx, int64_t N, const uint16_t* wp, int64_t in, int64_t out, int64_t p0,
+                      int64_t p1, float* y, int64_t ldy) {
+  HWY_DYNAMIC_DISPATCH(GemvPanelsBf16)(x, ldx, N, wp, in, out, p0, p1, y, ldy);
 }
 void elu_inplace(float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(EluInplace)(x, n); }
 }  // namespace cpu
