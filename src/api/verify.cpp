@@ -2,12 +2,14 @@
 #include "moshi/verify.h"
 
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "api/tolerances.h"
 #include "codec/mimi_model.h"
+#include "lm/lm_gen.h"
 #include "core/error.h"
 #include "weights/weight_source.h"
 
@@ -167,6 +169,120 @@ VerifyReport verify_mimi(const std::string& dir, const json& cfg, const VerifyOp
   return rep;
 }
 
+// Logits with the reference's NaN convention: a reference NaN (no prediction there) must meet a
+// NaN or a masked position of ours; finite references must be matched within the tolerance.
+VerifyCheck compare_logits(const std::string& name, const std::vector<float>& got, const std::vector<uint8_t>& mask,
+                           int64_t row, const Tensor& ref, const Tolerance& tol) {
+  VerifyCheck c;
+  c.tensor = name;
+  std::ostringstream rule;
+  rule << "max |diff| <= " << tol.max_abs << ", NaN where the reference has none";
+  c.rule = rule.str();
+  MOSHI_CHECK(static_cast<int64_t>(got.size()) == ref.numel(), name, ": engine produced ", got.size(),
+              " values, reference has ", ref.numel());
+  int64_t nan_positions = 0;
+  for (int64_t i = 0; i < ref.numel(); ++i) {
+    const float a = got[i], b = ref.f32()[i];
+    ++c.compared;
+    if (std::isnan(b)) {
+      ++nan_positions;
+      if (!std::isnan(a) && mask[i / row]) ++c.mismatches;
+      continue;
+    }
+    if (std::isnan(a)) {
+      ++c.mismatches;
+      continue;
+    }
+    const double d = std::fabs(static_cast<double>(a) - b);
+    c.max_abs = std::max(c.max_abs, d);
+    if (!(d <= tol.max_abs)) ++c.mismatches;
+  }
+  c.pass = c.mismatches == 0 && c.compared > 0;
+  c.note = std::to_string(nan_positions / row) + " positions without a prediction";
+  return c;
+}
+
+Tensor to_tensor(const std::vector<float>& v, const Shape& s) {
+  Tensor t = Tensor::zeros_f32(s);
+  std::memcpy(t.data(), v.data(), t.nbytes());
+  return t;
+}
+
+VerifyReport verify_lm(const std::string& dir, const json& cfg, const VerifyOptions& opts) {
+  VerifyReport rep;
+  rep.kind = "lm";
+  MOSHI_CHECK(cfg.contains("lm_config"), dir, "/config.json: no lm_config");
+  const LmConfig lc = parse_lm_config(cfg["lm_config"].dump(), dir + "/config.json");
+  const std::string sampling = cfg.value("sampling", "greedy");
+  MOSHI_CHECK(sampling == "greedy", dir, ": sampling '", sampling, "' cannot be compared exactly (only greedy)");
+  auto backend = make_backend(BackendOptions{opts.device, opts.threads});
+  SafetensorsSource wsrc(SafetensorsFile::open(dir + "/weights.safetensors"));
+  auto model = LmModel::load(wsrc, lc, backend);
+  auto io = SafetensorsFile::open(dir + "/io.safetensors");
+  std::vector<std::pair<std::string, Tensor>> produced;
+  const Tolerance tok_tol = tolerance(Stage::LmTokens), logit_tol = tolerance(Stage::LmLogits);
+
+  if (io->has("user_tokens")) {
+    const Tensor user = io->get_i64("user_tokens");
+    MOSHI_CHECK(user.ndim() == 3, dir, ": user_tokens must be [B, n_q - dep_q, T]");
+    const int B = static_cast<int>(user.dim(0)), nu = static_cast<int>(user.dim(1));
+    const int64_t T = user.dim(2), G = 1 + lc.dep_q, V = lc.text_card_out;
+    GenParams gp;
+    gp.text.use_sampling = gp.audio.use_sampling = false;
+    LmGen gen(model, B, gp);
+    Tensor tokens = Tensor::zeros(DType::I64, {B, G, T});
+    std::vector<float> text_logits(static_cast<size_t>(B) * T * V);
+    std::vector<int64_t> in(static_cast<size_t>(B) * nu), out;
+    std::vector<uint8_t> ready;
+    std::vector<float> tl;
+    for (int64_t s = 0; s < T; ++s) {
+      for (int b = 0; b < B; ++b)
+        for (int k = 0; k < nu; ++k) in[static_cast<size_t>(b) * nu + k] = user.i64()[(b * nu + k) * T + s];
+      gen.step(in, nu, out, ready, &tl);
+      for (int b = 0; b < B; ++b) {
+        for (int64_t k = 0; k < G; ++k) tokens.i64()[(b * G + k) * T + s] = ready[b] ? out[b * G + k] : -1;
+        std::memcpy(&text_logits[(static_cast<size_t>(b) * T + s) * V], &tl[static_cast<size_t>(b) * V],
+                    V * sizeof(float));
+      }
+    }
+    if (io->has("gen_tokens")) {
+      rep.checks.push_back(compare_codes("gen_tokens", tokens, io->get_i64("gen_tokens"), tok_tol));
+      produced.emplace_back("gen_tokens", tokens);
+    }
+    if (io->has("gen_text_logits")) {
+      Tensor t = to_tensor(text_logits, {B, 1, T, V});
+      rep.checks.push_back(compare_float("gen_text_logits", t, io->get_f32("gen_text_logits"), logit_tol));
+      produced.emplace_back("gen_text_logits", t);
+    }
+  }
+  if (io->has("forward_codes")) {
+    const Tensor codes = io->get_i64("forward_codes");
+    MOSHI_CHECK(codes.ndim() == 3 && codes.dim(1) == lc.num_codebooks(), dir, ": forward_codes must be [B, ",
+                lc.num_codebooks(), ", T]");
+    const int B = static_cast<int>(codes.dim(0)), T = static_cast<int>(codes.dim(2));
+    LmModel::ForwardOut f = model->forward(std::vector<int64_t>(codes.i64(), codes.i64() + codes.numel()), B, T);
+    if (io->has("forward_logits")) {
+      rep.checks.push_back(compare_logits("forward_logits", f.logits, f.mask, lc.card, io->get_f32("forward_logits"),
+                                          logit_tol));
+      for (size_t i = 0; i < f.mask.size(); ++i)  // what the engine writes: NaN where masked
+        if (!f.mask[i]) std::fill_n(&f.logits[i * lc.card], lc.card, std::nanf(""));
+      produced.emplace_back("forward_logits", to_tensor(f.logits, {B, lc.dep_q, T, lc.card}));
+    }
+    if (io->has("forward_text_logits")) {
+      const int64_t V = lc.text_card_out;
+      rep.checks.push_back(compare_logits("forward_text_logits", f.text_logits, f.text_mask, V,
+                                          io->get_f32("forward_text_logits"), logit_tol));
+      for (size_t i = 0; i < f.text_mask.size(); ++i)
+        if (!f.text_mask[i]) std::fill_n(&f.text_logits[i * V], V, std::nanf(""));
+      produced.emplace_back("forward_text_logits", to_tensor(f.text_logits, {B, 1, T, V}));
+    }
+  }
+  MOSHI_CHECK(!rep.checks.empty(), dir, "/io.safetensors: none of the lm outputs (gen_tokens, gen_text_logits, "
+                                        "forward_logits, forward_text_logits) is present");
+  if (!opts.out_path.empty()) write_safetensors(opts.out_path, produced, {{"producer", "moshi-rt verify"}});
+  return rep;
+}
+
 }  // namespace
 
 VerifyReport verify_case(const std::string& case_dir, const VerifyOptions& opts) {
@@ -175,7 +291,8 @@ VerifyReport verify_case(const std::string& case_dir, const VerifyOptions& opts)
   MOSHI_CHECK(!cfg.is_discarded() && cfg.is_object(), cfg_path, ": not a JSON object");
   const std::string kind = cfg.value("kind", "");
   if (kind == "mimi") return verify_mimi(case_dir, cfg, opts);
-  fail(cfg_path, ": case kind '", kind, "' is not supported by this build (supported: mimi)");
+  if (kind == "lm") return verify_lm(case_dir, cfg, opts);
+  fail(cfg_path, ": case kind '", kind, "' is not supported (supported: mimi, lm)");
 }
 
 }  // namespace moshi

@@ -30,7 +30,10 @@ void Transformer::load_norm(WeightBinder& wb, Backend& be, const std::string& na
   }
 }
 
-void Transformer::load(WeightBinder& wb, Backend& be, const std::string& prefix, const TransformerSpec& spec) {
+void Transformer::load(WeightBinder& wb, Backend& be, const std::string& prefix, const TransformerSpec& spec,
+                       const MatrixPolicy& policy) {
+  auto matrix = [&](const Tensor& raw) { return be.prepare_linear(apply_policy(raw, policy)); };
+  auto take = [&](const std::string& name, const Shape& shape) { return wb.take(name, shape, policy.synth); };
   spec_ = spec;
   const int64_t C = spec.d_model;
   MOSHI_CHECK(spec.num_heads > 0 && C % spec.num_heads == 0 && spec.kv_repeat > 0 &&
@@ -56,22 +59,22 @@ void Transformer::load(WeightBinder& wb, Backend& be, const std::string& prefix,
     const std::string a = p + "self_attn.";
     Tensor in_stacked, out_stacked;
     for (const char* n : {"in_proj_weight", "in_proj.weight"})
-      if (wb.has(a + n)) in_stacked = wb.take(a + n, {sets * qkv, C});
-    if (wb.has(a + "out_proj.weight")) out_stacked = wb.take(a + "out_proj.weight", {sets * C, C});
+      if (wb.has(a + n)) in_stacked = take(a + n, {sets * qkv, C});
+    if (wb.has(a + "out_proj.weight")) out_stacked = take(a + "out_proj.weight", {sets * C, C});
     for (int64_t s = 0; s < sets; ++s) {
       Weights w;
       const std::string si = std::to_string(s);
-      w.in_proj = be.prepare_linear(in_stacked.defined() ? in_stacked.slice0(s * qkv, (s + 1) * qkv)
-                                                         : wb.take(a + "in_projs." + si + ".weight", {qkv, C}));
-      w.out_proj = be.prepare_linear(out_stacked.defined() ? out_stacked.slice0(s * C, (s + 1) * C)
-                                                           : wb.take(a + "out_projs." + si + ".weight", {C, C}));
+      w.in_proj = matrix(in_stacked.defined() ? in_stacked.slice0(s * qkv, (s + 1) * qkv)
+                                              : take(a + "in_projs." + si + ".weight", {qkv, C}));
+      w.out_proj = matrix(out_stacked.defined() ? out_stacked.slice0(s * C, (s + 1) * C)
+                                                : take(a + "out_projs." + si + ".weight", {C, C}));
       if (spec.gated) {
         const std::string g = spec.weights_per_step > 0 ? p + "gating." + si + "." : p + "gating.";
-        w.ff_in = be.prepare_linear(wb.take(g + "linear_in.weight", {2 * hidden, C}));
-        w.ff_out = be.prepare_linear(wb.take(g + "linear_out.weight", {C, hidden}));
+        w.ff_in = matrix(take(g + "linear_in.weight", {2 * hidden, C}));
+        w.ff_out = matrix(take(g + "linear_out.weight", {C, hidden}));
       } else {
-        w.ff_in = be.prepare_linear(wb.take(p + "linear1.weight", {hidden, C}));
-        w.ff_out = be.prepare_linear(wb.take(p + "linear2.weight", {C, hidden}));
+        w.ff_in = matrix(take(p + "linear1.weight", {hidden, C}));
+        w.ff_out = matrix(take(p + "linear2.weight", {C, hidden}));
       }
       L.sets.push_back(std::move(w));
     }

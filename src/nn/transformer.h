@@ -41,7 +41,8 @@ struct TransformerSpec {
 class Transformer {
  public:
   // Binds `prefix`layers.{i}.* under every spelling the released checkpoints use.
-  void load(WeightBinder& wb, Backend& be, const std::string& prefix, const TransformerSpec& spec);
+  void load(WeightBinder& wb, Backend& be, const std::string& prefix, const TransformerSpec& spec,
+            const MatrixPolicy& policy = {});
   const TransformerSpec& spec() const { return spec_; }
 
   struct State {

@@ -43,7 +43,7 @@ bool ends_with(const std::string& s, const std::string& suf) {
 }
 }  // namespace
 
-bool SyntheticSource::synthesize(const std::string& name, const Shape& shape, Tensor* out) const {
+bool SyntheticSource::synthesize(const std::string& name, const Shape& shape, DType dtype, Tensor* out) const {
   uint64_t state = seed_ ^ 0x6d6f736869ull;
   for (char c : name) state = (state ^ static_cast<uint8_t>(c)) * 0x100000001b3ull;  // FNV-style mix of the name
   Tensor t = Tensor::zeros(DType::F32, shape);
@@ -64,8 +64,25 @@ bool SyntheticSource::synthesize(const std::string& name, const Shape& shape, Te
     const float a = 1.f / std::sqrt(static_cast<float>(fan_in));
     for (int64_t i = 0; i < n; ++i) p[i] = a * uniform();
   }
+  if (dtype == DType::BF16) {  // made in f32 and rounded, one tensor at a time
+    Tensor b = Tensor::zeros(DType::BF16, shape);
+    uint16_t* q = b.ptr<uint16_t>();
+    for (int64_t i = 0; i < n; ++i) q[i] = f32_to_bf16(p[i]);
+    t = b;
+  }
   *out = t;
   return true;
+}
+
+Tensor apply_policy(const Tensor& raw, const MatrixPolicy& p) {
+  if (p.convert == MatrixPolicy::Convert::ToF32 && raw.dtype() != DType::F32) return to_f32(raw);
+  if (p.convert == MatrixPolicy::Convert::ToBf16 && raw.dtype() != DType::BF16) {
+    Tensor f = raw.dtype() == DType::F32 ? raw : to_f32(raw);
+    Tensor b = Tensor::zeros(DType::BF16, raw.shape());
+    for (int64_t i = 0; i < f.numel(); ++i) b.ptr<uint16_t>()[i] = f32_to_bf16(f.f32()[i]);
+    return b;
+  }
+  return raw;
 }
 
 bool WeightBinder::has(const std::string& name) const {
@@ -73,7 +90,7 @@ bool WeightBinder::has(const std::string& name) const {
   return src_.find(name, &t);
 }
 
-Tensor WeightBinder::take(const std::vector<std::string>& names, const Shape& shape) {
+Tensor WeightBinder::take(const std::vector<std::string>& names, const Shape& shape, DType synth) {
   Tensor t;
   for (const auto& n : names) {
     if (!src_.find(n, &t)) continue;
@@ -83,7 +100,7 @@ Tensor WeightBinder::take(const std::vector<std::string>& names, const Shape& sh
                 ": tensor '", n, "' has dtype ", dtype_name(t.dtype()), ", expected a float type");
     return t;
   }
-  if (src_.synthesize(names[0], shape, &t)) return t;
+  if (src_.synthesize(names[0], shape, synth, &t)) return t;
   std::string alts;
   for (size_t i = 1; i < names.size(); ++i) alts += (i == 1 ? " (or '" : ", '") + names[i] + "'";
   if (!alts.empty()) alts += ")";

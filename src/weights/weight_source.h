@@ -18,8 +18,11 @@ class WeightSource {
   virtual std::string describe() const = 0;                   // for messages: file path or "synthetic"
   virtual bool find(const std::string& name, Tensor* out) const = 0;
   virtual std::vector<std::string> names() const = 0;
-  // Sources that make weights on demand (synthetic models) fill `out` with a tensor of `shape`.
-  virtual bool synthesize(const std::string& name, const Shape& shape, Tensor* out) const { return false; }
+  // Sources that make weights on demand (synthetic models) fill `out` with a tensor of `shape`
+  // in `dtype` (F32 or BF16).
+  virtual bool synthesize(const std::string& name, const Shape& shape, DType dtype, Tensor* out) const {
+    return false;
+  }
 };
 
 class SafetensorsSource final : public WeightSource {
@@ -54,11 +57,21 @@ class SyntheticSource final : public WeightSource {
   std::string describe() const override { return "synthetic weights"; }
   bool find(const std::string&, Tensor*) const override { return false; }
   std::vector<std::string> names() const override { return {}; }
-  bool synthesize(const std::string& name, const Shape& shape, Tensor* out) const override;
+  bool synthesize(const std::string& name, const Shape& shape, DType dtype, Tensor* out) const override;
 
  private:
   uint64_t seed_;
 };
+
+// How matrix weights are bound: the float type a synthetic source makes them in, and an
+// optional conversion of what a checkpoint stores (bf16 halves the bytes a step reads).
+struct MatrixPolicy {
+  enum class Convert { Keep, ToBf16, ToF32 };
+  DType synth = DType::F32;
+  Convert convert = Convert::Keep;
+};
+// The raw tensor converted as the policy says (a view when nothing changes).
+Tensor apply_policy(const Tensor& raw, const MatrixPolicy& p);
 
 // Binds tensors by name. A missing tensor, a wrong shape or a non-float dtype fails with a
 // message naming the tensor, the expected and the actual shape.
@@ -66,8 +79,11 @@ class WeightBinder {
  public:
   explicit WeightBinder(const WeightSource& src) : src_(src) {}
   // The first of `names` present in the source (alternative spellings of one tensor).
-  Tensor take(const std::vector<std::string>& names, const Shape& shape);
-  Tensor take(const std::string& name, const Shape& shape) { return take(std::vector<std::string>{name}, shape); }
+  // `synth` is the float type a synthetic source makes it in.
+  Tensor take(const std::vector<std::string>& names, const Shape& shape, DType synth = DType::F32);
+  Tensor take(const std::string& name, const Shape& shape, DType synth = DType::F32) {
+    return take(std::vector<std::string>{name}, shape, synth);
+  }
   bool has(const std::string& name) const;
   const WeightSource& source() const { return src_; }
 

@@ -1,0 +1,89 @@
+#include "lm/lm_gen.h"
+
+#include "core/error.h"
+
+namespace moshi {
+
+namespace {
+constexpr int64_t kUngenerated = -2;
+constexpr uint64_t kTextSite = 0;  // sampling sites: text, then 1 + k for codebook k
+}  // namespace
+
+LmGen::LmGen(std::shared_ptr<const LmModel> model, int batch, const GenParams& params)
+    : model_(std::move(model)), params_(params), batch_(batch) {
+  const LmConfig& c = model_->config();
+  K_ = c.num_codebooks();
+  CT_ = c.max_delay() + 2;
+  state_ = model_->new_state(batch, 1);
+  cache_.assign(static_cast<size_t>(batch) * K_ * CT_, kUngenerated);
+  offsets_.assign(batch, 0);
+  initial_ = model_->initial_tokens();
+}
+
+int LmGen::user_codebooks() const { return model_->config().n_q - model_->config().dep_q; }
+
+void LmGen::reset(int stream) {
+  MOSHI_CHECK(stream >= 0 && stream < batch_, "stream ", stream, " is out of range");
+  offsets_[stream] = 0;
+  for (int k = 0; k < K_; ++k)
+    for (int s = 0; s < CT_; ++s) cache(stream, k, s) = kUngenerated;
+  model_->reset(*state_, stream);
+}
+
+void LmGen::step(const std::vector<int64_t>& user, int n_user, std::vector<int64_t>& out,
+                 std::vector<uint8_t>& ready, std::vector<float>* text_logits) {
+  const LmConfig& c = model_->config();
+  const int B = batch_, G = c.dep_q + 1, nu = user_codebooks();
+  MOSHI_CHECK(n_user >= nu && static_cast<int64_t>(user.size()) == static_cast<int64_t>(B) * n_user, "lm step: ",
+              user.size(), " user tokens, expected [", B, ", >= ", nu, "]");
+  const auto& d = c.delays;
+  // 1. User streams land `delay` steps ahead in their cache.
+  for (int b = 0; b < B; ++b)
+    for (int k = G; k < K_; ++k) {
+      const int64_t tok = user[static_cast<size_t>(b) * n_user + (k - G)];
+      MOSHI_CHECK(tok >= -1 && tok < c.card, "lm step: user token ", tok, " is out of range [-1, ", c.card, ")");
+      cache(b, k, (offsets_[b] + d[k]) % CT_) = tok;
+    }
+  // 2. Inputs: the initial token until a stream's delay has elapsed, then the cached token.
+  std::vector<int64_t> input(static_cast<size_t>(B) * K_);
+  for (int b = 0; b < B; ++b)
+    for (int k = 0; k < K_; ++k)
+      input[static_cast<size_t>(b) * K_ + k] = offsets_[b] <= d[k] ? initial_[k] : cache(b, k, offsets_[b] % CT_);
+  // 3-4. Temporal step and text token.
+  model_->temporal_step(*state_, input, text_logits_);
+  const int64_t V = c.text_card_out;
+  std::vector<int64_t> text(B);
+  for (int b = 0; b < B; ++b)
+    text[b] = sample_token(&text_logits_[static_cast<size_t>(b) * V], V, params_.text, params_.seed,
+                           static_cast<uint64_t>(b), static_cast<uint64_t>(offsets_[b]), kTextSite);
+  if (text_logits) *text_logits = text_logits_;
+  // 5. Depformer over the audio codebooks, each token fed to the next step.
+  std::vector<int64_t> audio(static_cast<size_t>(B) * c.dep_q);
+  model_->depformer_frame(*state_, text, [&](int k, const std::vector<float>& logits) {
+    std::vector<int64_t> tok(B);
+    for (int b = 0; b < B; ++b) {
+      tok[b] = sample_token(&logits[static_cast<size_t>(b) * c.card], c.card, params_.audio, params_.seed,
+                            static_cast<uint64_t>(b), static_cast<uint64_t>(offsets_[b]), 1 + k);
+      audio[static_cast<size_t>(b) * c.dep_q + k] = tok[b];
+    }
+    return tok;
+  });
+  // 6. Advance and store what was generated.
+  for (int b = 0; b < B; ++b) {
+    const int64_t s = ++offsets_[b];
+    cache(b, 0, s % CT_) = text[b];
+    for (int k = 0; k < c.dep_q; ++k) cache(b, 1 + k, s % CT_) = audio[static_cast<size_t>(b) * c.dep_q + k];
+  }
+  // 7. Return one undelayed frame once the largest delay has elapsed.
+  const int max_delay = c.max_delay();
+  out.assign(static_cast<size_t>(B) * G, kUngenerated);
+  ready.assign(B, 0);
+  for (int b = 0; b < B; ++b) {
+    const int64_t s = offsets_[b];
+    if (s <= max_delay) continue;
+    ready[b] = 1;
+    for (int k = 0; k < G; ++k) out[static_cast<size_t>(b) * G + k] = cache(b, k, (s - max_delay + d[k]) % CT_);
+  }
+}
+
+}  // namespace moshi

@@ -1,0 +1,85 @@
+// The Moshi LM (model-spec §2-§4): summed text + audio embeddings, the temporal transformer,
+// the text head, and the depformer over the generated codebooks. Immutable once loaded; the
+// per-stream state lives in LmState.
+#pragma once
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "lm/lm_config.h"
+#include "nn/transformer.h"
+
+namespace moshi {
+
+struct LmLoadOptions {
+  // "auto": keep the checkpoint's float type; "bf16"/"f32": convert matrix weights at load.
+  std::string weights_dtype = "auto";
+};
+
+struct LmState {
+  int batch = 0;
+  Transformer::State temporal;
+  Transformer::State depformer;
+  Workspace ws;
+};
+
+class LmModel {
+ public:
+  static std::shared_ptr<const LmModel> load(const WeightSource& src, const LmConfig& cfg,
+                                             std::shared_ptr<Backend> backend, const LmLoadOptions& opts = {});
+  const LmConfig& config() const { return cfg_; }
+  Backend& backend() const { return *be_; }
+
+  // A state for `batch` streams, each carrying up to max_steps steps per temporal call.
+  std::unique_ptr<LmState> new_state(int batch, int max_steps = 1) const;
+  void reset(LmState& st, int stream) const { temporal_.reset(st.temporal, stream); }
+
+  // One temporal step: tokens [B, K] (host, K = 1 + n_q; text first) -> text logits [B, text_card_out]
+  // (host), keeping the out-normed hidden state for the depformer.
+  void temporal_step(LmState& st, const std::vector<int64_t>& tokens, std::vector<float>& text_logits) const;
+  // The depformer over one frame after temporal_step: starts from the text token of every stream
+  // and calls `sample(k, logits [B, card])` for codebook k, which returns the B tokens fed next.
+  using Sampler = std::function<std::vector<int64_t>(int k, const std::vector<float>& logits)>;
+  void depformer_frame(LmState& st, const std::vector<int64_t>& text_tokens, const Sampler& sample) const;
+
+  // Teacher-forced forward over whole sequences (model-spec §4): codes [B, K, T] (host) ->
+  // audio logits [B, dep_q, T, card] and text logits [B, 1, T, text_card_out], undelayed, with
+  // validity masks; positions without a prediction hold NaN.
+  struct ForwardOut {
+    std::vector<float> logits, text_logits;
+    std::vector<uint8_t> mask, text_mask;  // [B, dep_q, T], [B, 1, T]
+  };
+  ForwardOut forward(const std::vector<int64_t>& codes, int B, int T) const;
+
+  std::vector<int64_t> initial_tokens() const;  // [K]: text_card, then card for audio streams
+
+ private:
+  struct Embedding {
+    Tensor table, low_rank;  // low_rank [D, r] when the table is [V, r]
+  };
+  void embed(LmState& st, const Embedding& e, const std::vector<int64_t>& ids, Tensor& out, bool accumulate,
+             int slot) const;
+  void load_embedding(WeightBinder& wb, const std::string& name, int64_t rows, int64_t dim, int low_rank,
+                      Embedding& e, DType dt);
+  void out_norm(const Tensor& x, Tensor& y) const;
+  // The depformer over `rows` streams whose temporal output is z_rows; tokens_in(k) gives the
+  // B tokens fed to step k; returns logits for every k through `emit`.
+  void run_depformer(LmState& st, const Tensor& z, int64_t rows,
+                     const std::function<std::vector<int64_t>(int k)>& tokens_in,
+                     const std::function<void(int k, const Tensor& logits)>& emit) const;
+
+  LmConfig cfg_;
+  std::shared_ptr<Backend> be_;
+  std::vector<Embedding> emb_;
+  Embedding text_emb_;
+  Transformer temporal_;
+  Tensor out_norm_w_, out_norm_b_;
+  Tensor text_linear_, text_bias_;
+  std::vector<Tensor> depformer_in_;
+  std::vector<Embedding> dep_emb_;  // [0] text, [k] audio codebook k-1
+  Transformer depformer_;
+  std::vector<Tensor> dep_norm_w_, dep_norm_b_;
+  std::vector<Tensor> linears_, linear_bias_;
+};
+
+}  // namespace moshi
