@@ -11,6 +11,7 @@ packages=(
   libsndfile1-dev libsoxr-dev    # audio file I/O and resampling
   libhwy-dev                     # portable SIMD (x86 and ARM)
   libopenblas-dev                # f32 GEMM for the convolutions
+  libsentencepiece-dev sentencepiece   # LM text tokens (spm_train makes the test model)
   sox                            # tests make and measure audio files
 )
 
