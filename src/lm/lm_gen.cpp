@@ -1,10 +1,16 @@
 #include "lm/lm_gen.h"
 
+#include <chrono>
+
 #include "core/error.h"
 
 namespace moshi {
 
 namespace {
+using Clock = std::chrono::steady_clock;
+double ms_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
 constexpr int64_t kUngenerated = -2;
 constexpr uint64_t kTextSite = 0;  // sampling sites: text, then 1 + k for codebook k
 }  // namespace
@@ -32,6 +38,7 @@ void LmGen::reset(int stream) {
 
 void LmGen::step(const std::vector<int64_t>& user, int n_user, std::vector<int64_t>& out,
                  std::vector<uint8_t>& ready, std::vector<float>* text_logits) {
+  const auto t0 = Clock::now();
   const LmConfig& c = model_->config();
   const int B = batch_, G = c.dep_q + 1, nu = user_codebooks();
   MOSHI_CHECK(n_user >= nu && static_cast<int64_t>(user.size()) == static_cast<int64_t>(B) * n_user, "lm step: ",
@@ -51,6 +58,7 @@ void LmGen::step(const std::vector<int64_t>& user, int n_user, std::vector<int64
       input[static_cast<size_t>(b) * K_ + k] = offsets_[b] <= d[k] ? initial_[k] : cache(b, k, offsets_[b] % CT_);
   // 3-4. Temporal step and text token.
   model_->temporal_step(*state_, input, text_logits_);
+  const auto t1 = Clock::now();
   const int64_t V = c.text_card_out;
   std::vector<int64_t> text(B);
   for (int b = 0; b < B; ++b)
@@ -68,6 +76,7 @@ void LmGen::step(const std::vector<int64_t>& user, int n_user, std::vector<int64
     }
     return tok;
   });
+  const auto t2 = Clock::now();
   // 6. Advance and store what was generated.
   for (int b = 0; b < B; ++b) {
     const int64_t s = ++offsets_[b];
@@ -84,6 +93,9 @@ void LmGen::step(const std::vector<int64_t>& user, int n_user, std::vector<int64
     ready[b] = 1;
     for (int k = 0; k < G; ++k) out[static_cast<size_t>(b) * G + k] = cache(b, k, (s - max_delay + d[k]) % CT_);
   }
+  timings_.temporal_ms = ms_between(t0, t1);
+  timings_.depformer_ms = ms_between(t1, t2);
+  timings_.total_ms = ms_between(t0, Clock::now());
 }
 
 }  // namespace moshi

@@ -15,6 +15,10 @@ struct GenParams {
   uint64_t seed = 0;
 };
 
+struct StepTimings {
+  double temporal_ms = 0, depformer_ms = 0, total_ms = 0;  // of the last step
+};
+
 class LmGen {
  public:
   LmGen(std::shared_ptr<const LmModel> model, int batch, const GenParams& params);
@@ -28,6 +32,7 @@ class LmGen {
             std::vector<float>* text_logits = nullptr);
   void reset(int stream);
   int64_t offset(int stream) const { return offsets_[stream]; }
+  const StepTimings& timings() const { return timings_; }
 
  private:
   int64_t& cache(int b, int k, int64_t slot) { return cache_[(static_cast<size_t>(b) * K_ + k) * CT_ + slot]; }
@@ -38,6 +43,7 @@ class LmGen {
   std::unique_ptr<LmState> state_;
   std::vector<int64_t> cache_, offsets_, initial_;
   std::vector<float> text_logits_;
+  StepTimings timings_;
 };
 
 }  // namespace moshi

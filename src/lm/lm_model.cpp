@@ -96,6 +96,17 @@ std::vector<int64_t> LmModel::initial_tokens() const {
   return v;
 }
 
+double LmModel::weight_bytes_per_step() const {
+  double bytes = temporal_.weight_bytes(-1) + text_linear_.nbytes();
+  for (int k = 0; k < cfg_.dep_q; ++k) {
+    const int set = cfg_.depformer.weights_per_step > 0
+                        ? (cfg_.depformer.schedule.empty() ? k : cfg_.depformer.schedule[k])
+                        : 0;
+    bytes += depformer_in_[cfg_.depformer_in_index(k)].nbytes() + depformer_.weight_bytes(set) + linears_[k].nbytes();
+  }
+  return bytes;
+}
+
 std::unique_ptr<LmState> LmModel::new_state(int batch, int max_steps) const {
   MOSHI_CHECK(batch >= 1 && max_steps >= 1, "lm: batch and steps per call must be positive");
   auto st = std::make_unique<LmState>();

@@ -52,6 +52,9 @@ class LmModel {
   ForwardOut forward(const std::vector<int64_t>& codes, int B, int T) const;
 
   std::vector<int64_t> initial_tokens() const;  // [K]: text_card, then card for audio streams
+  // Bytes of matrix weights one generation step reads (temporal + text head + one depformer
+  // pass over every codebook), the floor a step's time is measured against.
+  double weight_bytes_per_step() const;
 
  private:
   struct Embedding {

@@ -16,6 +16,16 @@ int TransformerSpec::gated_hidden() const {
   return dim_feedforward == 4 * d_model ? (21 * d_model) / 8 : (2 * dim_feedforward) / 3;
 }
 
+double Transformer::weight_bytes(int set) const {
+  if (set < 0) set = 0;
+  double b = 0;
+  for (const Layer& L : layers_) {
+    const Weights& w = L.sets[set];
+    b += w.in_proj.nbytes() + w.out_proj.nbytes() + w.ff_in.nbytes() + w.ff_out.nbytes();
+  }
+  return b;
+}
+
 AttnShape Transformer::attn_shape() const {
   return AttnShape{spec_.num_heads, spec_.num_heads / spec_.kv_repeat, spec_.d_model / spec_.num_heads};
 }

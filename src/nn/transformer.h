@@ -44,6 +44,8 @@ class Transformer {
   void load(WeightBinder& wb, Backend& be, const std::string& prefix, const TransformerSpec& spec,
             const MatrixPolicy& policy = {});
   const TransformerSpec& spec() const { return spec_; }
+  // Bytes of the matrices a step with weight set `set` reads (-1: set 0, all layers).
+  double weight_bytes(int set) const;
 
   struct State {
     std::vector<KvCache> caches;  // one per layer

@@ -10,6 +10,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "moshi/lm.h"
 #include "moshi/mimi.h"
 #include "moshi/system.h"
 
@@ -118,14 +119,100 @@ int bench_mimi(int argc, char** argv) {
   return 0;
 }
 
+std::string stats_json(const Stats& s) {
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "{\"median\":%.3f,\"p90\":%.3f,\"first\":%.3f}", s.median, s.p90, s.first);
+  return buf;
+}
+
+int bench_lm(int argc, char** argv) {
+  cli::Args a("moshi-rt bench lm [options]",
+              "Times streaming LM steps (temporal transformer + depformer + sampling) on pseudo-random user\n"
+              "tokens: first step, then median and p90 over the measured steps after warm-up, and the weight\n"
+              "bytes a step reads per second against the memory bandwidth measured in the same run.",
+              {{"model", "SPEC", "synthetic:moshi-7b, synthetic:tiny, or a model.safetensors path", "synthetic:moshi-7b"},
+               {"lm-config", "JSON", "config.json for a model.safetensors path (default: Moshi 7B)", ""},
+               {"device", "NAME", "compute device", "cpu"},
+               {"threads", "N", "CPU threads (0 = all cores)", "0"},
+               {"batch", "N", "independent streams stepped together", "1"},
+               {"dtype", "TYPE", "matrix weights: auto, bf16 or f32", "auto"},
+               {"steps", "N", "measured steps", "10"},
+               {"warmup", "N", "steps run before measuring (after the first)", "2"},
+               {"json", "", "print one JSON line instead of a table", ""}},
+              0, 0);
+  if (!a.parse(argc, argv, 2)) return 0;
+  moshi::LmOptions o;
+  o.device = a.str("device");
+  o.threads = a.integer("threads", 0, 1024);
+  o.weights_dtype = a.str("dtype");
+  if (a.given("lm-config")) {
+    FILE* f = std::fopen(a.str("lm-config").c_str(), "rb");
+    if (!f) throw moshi::Error(a.str("lm-config") + ": cannot open");
+    char buf[4096];
+    for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) o.config_json.append(buf, n);
+    std::fclose(f);
+  }
+  const int B = a.integer("batch", 1, 4096), steps = a.integer("steps", 1, 100000),
+            warmup = a.integer("warmup", 0, 100000);
+  std::fprintf(stderr, "loading %s ...\n", a.str("model").c_str());
+  auto t0 = std::chrono::steady_clock::now();
+  moshi::Lm lm = moshi::Lm::load(a.str("model"), o);
+  const double load_s = ms_since(t0) / 1000;
+  std::fprintf(stderr, "loaded in %.1f s: %s\n", load_s, lm.describe().c_str());
+  moshi::SamplingOptions so;  // the reference's defaults: top-k sampling for text and audio
+  moshi::LmGenerator gen = lm.generator(B, so, 1);
+  const int nu = lm.user_codebooks();
+  std::vector<int64_t> user(static_cast<size_t>(B) * nu), out;
+  std::vector<uint8_t> ready;
+  std::vector<double> tt, td, ta;
+  moshi::LmStepTimings first;
+  for (int s = 0; s < 1 + warmup + steps; ++s) {
+    for (size_t i = 0; i < user.size(); ++i) user[i] = static_cast<int64_t>((s * 7919 + i * 104729) % lm.card());
+    gen.step(user, &out, &ready);
+    const moshi::LmStepTimings t = gen.last_timings();
+    if (s == 0) {
+      first = t;
+    } else if (s > warmup) {
+      tt.push_back(t.temporal_ms);
+      td.push_back(t.depformer_ms);
+      ta.push_back(t.total_ms);
+    }
+  }
+  const Stats st = summarize(tt, first.temporal_ms), sd = summarize(td, first.depformer_ms),
+              sa = summarize(ta, first.total_ms);
+  const double gb = lm.weight_bytes_per_step() / 1e9, weights_gbps = gb / (sa.median / 1000);
+  const int bw_threads = o.threads > 0 ? o.threads : static_cast<int>(std::thread::hardware_concurrency());
+  const double bw = o.device == "cpu" ? moshi::measure_read_bandwidth_gbps(bw_threads) : 0.0;
+  if (a.flag("json")) {
+    std::printf(
+        "{\"bench\":\"lm\",\"machine\":\"%s\",\"model\":\"%s\",\"device\":\"%s\",\"threads\":%d,"
+        "\"batch\":%d,\"steps\":%d,\"load_s\":%.1f,\"temporal_ms\":%s,\"depformer_ms\":%s,\"step_ms\":%s,"
+        "\"weight_gb_per_step\":%.3f,\"weights_gbps\":%.1f,\"mem_read_gbps\":%.1f,\"bandwidth_fraction\":%.2f}\n",
+        moshi::machine_description().c_str(), a.str("model").c_str(), o.device.c_str(), bw_threads, B, steps, load_s,
+        stats_json(st).c_str(), stats_json(sd).c_str(), stats_json(sa).c_str(), gb, weights_gbps, bw,
+        bw > 0 ? weights_gbps / bw : 0.0);
+  } else {
+    std::printf("lm bench on %s: %s, batch %d, %d steps after %d warm-up\n", moshi::machine_description().c_str(),
+                lm.describe().c_str(), B, steps, warmup);
+    std::printf("  %-10s %10s %10s %10s   (ms per step)\n", "stage", "median", "p90", "first");
+    std::printf("  %-10s %10.2f %10.2f %10.2f\n", "temporal", st.median, st.p90, st.first);
+    std::printf("  %-10s %10.2f %10.2f %10.2f\n", "depformer", sd.median, sd.p90, sd.first);
+    std::printf("  %-10s %10.2f %10.2f %10.2f\n", "total", sa.median, sa.p90, sa.first);
+    std::printf("  weights: %.2f GB per step -> %.1f GB/s; memory read bandwidth in this run %.1f GB/s (%.0f%%)\n", gb,
+                weights_gbps, bw, bw > 0 ? 100 * weights_gbps / bw : 0.0);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int cmd_bench(int argc, char** argv) {
   const std::string what = argc >= 2 ? argv[1] : "";
   if (what == "mimi") return bench_mimi(argc, argv);
+  if (what == "lm") return bench_lm(argc, argv);
   if (what.empty() || what == "--help" || what == "-h") {
-    std::printf("usage: moshi-rt bench mimi [options]   (moshi-rt bench mimi --help)\n");
+    std::printf("usage: moshi-rt bench <mimi|lm> [options]   (moshi-rt bench mimi --help, bench lm --help)\n");
     return what.empty() ? 2 : 0;
   }
-  throw moshi::Error("unknown benchmark '" + what + "' (available: mimi)");
+  throw moshi::Error("unknown benchmark '" + what + "' (available: mimi, lm)");
 }

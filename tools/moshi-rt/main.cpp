@@ -19,7 +19,8 @@ void usage() {
       "  mimi decode CODES -o OUT    Mimi codes -> 24 kHz WAV\n"
       "  mimi roundtrip IN -o OUT    audio -> codes -> audio\n"
       "  verify CASE_DIR             run a golden case folder and compare with the reference\n"
-      "  bench mimi                  time streaming encode + decode per 80 ms frame\n",
+      "  bench mimi                  time streaming encode + decode per 80 ms frame\n"
+      "  bench lm                    time LM steps; weight bytes per second against memory bandwidth\n",
       MOSHI_RT_VERSION);
 }
 

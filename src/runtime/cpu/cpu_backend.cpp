@@ -1,5 +1,6 @@
 #include "runtime/cpu/cpu_backend.h"
 
+#include <algorithm>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -34,22 +35,35 @@ void CpuBackend::copy(Tensor& dst, const Tensor& src) {
 // f32 weights from a mapped file are used in place; other float types are converted once.
 static Tensor as_f32(const Tensor& w) { return w.dtype() == DType::F32 ? w : to_f32(w); }
 
-// [out, in] (row stride ldw) -> packed panels [panels(out), in, kPanel].
-static Tensor packed(const float* w, int64_t out, int64_t in, int64_t ldw) {
-  Tensor t = Tensor::zeros(DType::F32, {cpu::panels(out), in, cpu::kPanel});
-  cpu::pack_panels(w, out, in, ldw, t.f32());
+// [out, in] (row stride ldw) -> packed panels [panels(out), in, kPanel], panels spread over the pool.
+template <typename T, typename F>
+static Tensor packed(ThreadPool& pool, DType dt, const T* w, int64_t out, int64_t in, int64_t ldw, F pack) {
+  const int64_t P = cpu::panels(out);
+  Tensor t = Tensor::zeros(dt, {P, in, cpu::kPanel});
+  const int parts = static_cast<int>(std::min<int64_t>(P, pool.size()));
+  pool.parallel_for(parts, [&](int i) {
+    int64_t p0, p1;
+    split_range(P, parts, i, 1, &p0, &p1);
+    if (p1 > p0) pack(w, out, in, ldw, t.template ptr<T>(), p0, p1);
+  });
   return t;
+}
+static Tensor packed(ThreadPool& pool, const float* w, int64_t out, int64_t in, int64_t ldw) {
+  return packed(pool, DType::F32, w, out, in, ldw,
+                [](const float* a, int64_t o, int64_t i, int64_t l, float* d, int64_t p0, int64_t p1) {
+                  cpu::pack_panels(a, o, i, l, d, p0, p1);
+                });
 }
 
 Tensor CpuBackend::prepare_linear(const Tensor& w) {
   const int64_t out = w.dim(0), in = w.numel() / out;
-  if (w.dtype() == DType::BF16) {  // kept in bf16: the products are bound by reading weights
-    Tensor t = Tensor::zeros(DType::BF16, {cpu::panels(out), in, cpu::kPanel});
-    cpu::pack_panels_bf16(w.ptr<uint16_t>(), out, in, in, t.ptr<uint16_t>());
-    return t;
-  }
+  if (w.dtype() == DType::BF16)  // kept in bf16: the products are bound by reading weights
+    return packed(pool_, DType::BF16, w.ptr<uint16_t>(), out, in, in,
+                  [](const uint16_t* a, int64_t o, int64_t i, int64_t l, uint16_t* d, int64_t p0, int64_t p1) {
+                    cpu::pack_panels_bf16(a, o, i, l, d, p0, p1);
+                  });
   Tensor f = as_f32(w);
-  return packed(f.f32(), out, in, in);
+  return packed(pool_, f.f32(), out, in, in);
 }
 
 Tensor CpuBackend::prepare_embedding(const Tensor& w) {
@@ -59,7 +73,7 @@ Tensor CpuBackend::prepare_embedding(const Tensor& w) {
 Tensor CpuBackend::prepare_conv(const Tensor& w, int groups) {
   Tensor f = as_f32(w);
   if (groups != 1) return f;  // grouped convs run a direct loop over the original layout
-  return packed(f.f32(), f.dim(0), f.dim(1) * f.dim(2), f.dim(1) * f.dim(2));  // [Cout, Cin·K]
+  return packed(pool_, f.f32(), f.dim(0), f.dim(1) * f.dim(2), f.dim(1) * f.dim(2));  // [Cout, Cin·K]
 }
 
 Tensor CpuBackend::prepare_vector(const Tensor& w) { return as_f32(w); }
@@ -73,7 +87,7 @@ Tensor CpuBackend::prepare_conv_transpose(const Tensor& w, int groups) {
   const float* s = f.f32();
   for (int64_t i = 0; i < cin; ++i)
     for (int64_t j = 0; j < ck; ++j) t[j * cin + i] = s[i * ck + j];
-  return packed(t.data(), ck, cin, cin);
+  return packed(pool_, t.data(), ck, cin, cin);
 }
 
 std::shared_ptr<Backend> make_backend(const BackendOptions& opts) {

@@ -28,32 +28,24 @@ float* scratch(int slot, size_t n) {
 
 int64_t panels(int64_t out) { return (out + kPanel - 1) / kPanel; }
 
-void pack_panels(const float* w, int64_t out, int64_t in, int64_t ldw, float* dst) {
-  const int64_t P = panels(out);
-  std::fill_n(dst, P * in * kPanel, 0.f);
-  for (int64_t o = 0; o < out; ++o) {
-    float* d = dst + (o / kPanel) * in * kPanel + o % kPanel;
-    const float* src = w + o * ldw;
+template <typename T>
+static void pack_range(const T* w, int64_t out, int64_t in, int64_t ldw, T* dst, int64_t p0, int64_t p1) {
+  if (p1 < 0) p1 = panels(out);
+  std::fill(dst + p0 * in * kPanel, dst + p1 * in * kPanel, T{0});
+  for (int64_t o = p0 * kPanel; o < std::min(out, p1 * kPanel); ++o) {
+    T* d = dst + (o / kPanel) * in * kPanel + o % kPanel;
+    const T* src = w + o * ldw;
     for (int64_t i = 0; i < in; ++i) d[i * kPanel] = src[i];
   }
 }
 
-void pack_panels_bf16(const uint16_t* w, int64_t out, int64_t in, int64_t ldw, uint16_t* dst) {
-  std::fill_n(dst, panels(out) * in * kPanel, uint16_t{0});
-  for (int64_t o = 0; o < out; ++o) {
-    uint16_t* d = dst + (o / kPanel) * in * kPanel + o % kPanel;
-    const uint16_t* src = w + o * ldw;
-    for (int64_t i = 0; i < in; ++i) d[i * kPanel] = src[i];
-  }
+void pack_panels(const float* w, int64_t out, int64_t in, int64_t ldw, float* dst, int64_t p0, int64_t p1) {
+  pack_range(w, out, in, ldw, dst, p0, p1);
 }
 
-void pack_panels_bf16(const float* w, int64_t out, int64_t in, int64_t ldw, uint16_t* dst) {
-  std::fill_n(dst, panels(out) * in * kPanel, uint16_t{0});
-  for (int64_t o = 0; o < out; ++o) {
-    uint16_t* d = dst + (o / kPanel) * in * kPanel + o % kPanel;
-    const float* src = w + o * ldw;
-    for (int64_t i = 0; i < in; ++i) d[i * kPanel] = f32_to_bf16(src[i]);
-  }
+void pack_panels_bf16(const uint16_t* w, int64_t out, int64_t in, int64_t ldw, uint16_t* dst, int64_t p0,
+                      int64_t p1) {
+  pack_range(w, out, in, ldw, dst, p0, p1);
 }
 
 void packed_row(const float* wp, int64_t in, int64_t j, float* row) {

@@ -12,11 +12,12 @@ namespace cpu {
 // panel is also a plain [in, kPanel] row-major matrix for sgemm.
 constexpr int64_t kPanel = 64;
 int64_t panels(int64_t out);
-// Packs w [out, in] (row stride ldw) into panels; `dst` holds panels(out)·in·kPanel floats.
-void pack_panels(const float* w, int64_t out, int64_t in, int64_t ldw, float* dst);
-// The same for bf16 weights, from bf16 [out, in] (or from f32, rounded to nearest even).
-void pack_panels_bf16(const uint16_t* w, int64_t out, int64_t in, int64_t ldw, uint16_t* dst);
-void pack_panels_bf16(const float* w, int64_t out, int64_t in, int64_t ldw, uint16_t* dst);
+// Packs w [out, in] (row stride ldw) into panels; `dst` holds panels(out)·in·kPanel values.
+// Only panels [p0, p1) are written (p1 < 0: all), so packing can be split across threads.
+void pack_panels(const float* w, int64_t out, int64_t in, int64_t ldw, float* dst, int64_t p0 = 0, int64_t p1 = -1);
+// The same for bf16 weights, from bf16 [out, in].
+void pack_panels_bf16(const uint16_t* w, int64_t out, int64_t in, int64_t ldw, uint16_t* dst, int64_t p0 = 0,
+                      int64_t p1 = -1);
 // Row j of a packed weight, gathered into row[in].
 void packed_row(const float* wp, int64_t in, int64_t j, float* row);
 
