@@ -13,6 +13,7 @@ packages=(
   libopenblas-dev                # f32 GEMM for the convolutions
   libsentencepiece-dev sentencepiece   # LM text tokens (spm_train makes the test model)
   sox                            # tests make and measure audio files
+  libcurl4-openssl-dev           # Hugging Face hub downloads
 )
 
 missing=()

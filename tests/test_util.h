@@ -35,11 +35,13 @@ struct RunResult {
   std::string out, err;
 };
 
-// Runs the moshi-rt binary with `args` (a shell-quoted string), capturing stdout and stderr.
-inline RunResult run_cli(const std::string& args) {
+// Runs the moshi-rt binary with `args` (a shell-quoted string), capturing stdout and stderr;
+// `env` ("NAME=value ...") is set for that run only.
+inline RunResult run_cli(const std::string& args, const std::string& env = "") {
   static int n = 0;
   const std::string base = testing::TempDir() + "moshi_cli_" + std::to_string(getpid()) + "_" + std::to_string(n++);
-  const std::string cmd = std::string(MOSHI_RT_BIN) + " " + args + " >" + base + ".out 2>" + base + ".err";
+  const std::string cmd =
+      (env.empty() ? "" : "env " + env + " ") + std::string(MOSHI_RT_BIN) + " " + args + " >" + base + ".out 2>" + base + ".err";
   RunResult r;
   const int rc = std::system(cmd.c_str());
   r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;

@@ -12,4 +12,7 @@ double measure_read_bandwidth_gbps(int threads = 1, size_t bytes = size_t(512) <
 // "CPU model, N cores".
 std::string machine_description();
 
+// Lower-case hex SHA-256 of a file's bytes. Throws moshi::Error if it cannot be read.
+std::string file_sha256(const std::string& path);
+
 }  // namespace moshi

@@ -7,6 +7,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/sha256.h"
 #include "core/tensor.h"
 
 namespace moshi {
@@ -49,6 +50,8 @@ double measure_read_bandwidth_gbps(int threads, size_t bytes) {
   }
   return best;
 }
+
+std::string file_sha256(const std::string& path) { return sha256_file(path); }
 
 std::string machine_description() {
   std::string model = "unknown CPU";

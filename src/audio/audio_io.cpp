@@ -199,6 +199,8 @@ void write_wav(const std::string& path, const float* samples, long long frames, 
   SNDFILE* raw = sf_open(tmp.c_str(), SFM_WRITE, &info);
   MOSHI_CHECK(raw != nullptr, "cannot create WAV file ", tmp, ": ", one_line(sf_strerror(nullptr)));
   SndfilePtr file(raw);
+  // The PEAK chunk carries a timestamp: without it, the same samples give the same bytes.
+  sf_command(file.get(), SFC_SET_ADD_PEAK_CHUNK, nullptr, SF_FALSE);
 
   const long long block_frames = std::max<long long>(1, kBlockSamples / channels);
   std::vector<float> clamped;

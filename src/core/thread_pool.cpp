@@ -1,12 +1,13 @@
 #include "core/thread_pool.h"
 
-#include <chrono>
-
 namespace moshi {
 
 namespace {
 thread_local bool t_in_pool = false;
-constexpr auto kSpin = std::chrono::microseconds(2000);  // then sleep until the next job
+// Spin this many pause instructions (tens of microseconds) before sleeping: long enough to
+// catch the next op of a streaming step, short enough not to starve others when the machine
+// is oversubscribed (spinning on a worker that is not scheduled only burns the core it needs).
+constexpr int kSpinIterations = 4000;
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -34,14 +35,11 @@ void ThreadPool::worker_loop() {
   t_in_pool = true;
   uint64_t seen = 0;
   for (;;) {
-    // Spin for a while, then sleep until a new generation (or stop) is published.
-    const auto until = std::chrono::steady_clock::now() + kSpin;
-    while (generation_.load(std::memory_order_acquire) == seen && !stop_.load()) {
+    for (int i = 0; i < kSpinIterations && generation_.load(std::memory_order_acquire) == seen && !stop_.load(); ++i)
       cpu_relax();
-      if (std::chrono::steady_clock::now() > until) {
-        std::unique_lock<std::mutex> lk(mu_);
-        cv_.wait(lk, [&] { return stop_.load() || generation_.load() != seen; });
-      }
+    if (generation_.load(std::memory_order_acquire) == seen && !stop_.load()) {
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait(lk, [&] { return stop_.load() || generation_.load() != seen; });
     }
     if (stop_.load()) return;
     seen = generation_.load(std::memory_order_acquire);
@@ -49,7 +47,10 @@ void ThreadPool::worker_loop() {
     const int n = job_n_.load();
     for (int i = next_.fetch_add(1); i < n; i = next_.fetch_add(1)) (*job)(i);
     // Every worker reports each generation, so none can straggle into the next job.
-    done_.fetch_add(1, std::memory_order_acq_rel);
+    if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == static_cast<int>(workers_.size())) {
+      std::lock_guard<std::mutex> lk(mu_);
+      done_cv_.notify_one();
+    }
   }
 }
 
@@ -71,7 +72,12 @@ void ThreadPool::parallel_for(int n, const std::function<void(int)>& fn) {
   t_in_pool = true;
   for (int i = next_.fetch_add(1); i < n; i = next_.fetch_add(1)) fn(i);
   t_in_pool = false;
-  while (done_.load(std::memory_order_acquire) < static_cast<int>(workers_.size())) cpu_relax();
+  const int workers = static_cast<int>(workers_.size());
+  for (int i = 0; i < kSpinIterations && done_.load(std::memory_order_acquire) < workers; ++i) cpu_relax();
+  if (done_.load(std::memory_order_acquire) < workers) {
+    std::unique_lock<std::mutex> lk(mu_);
+    done_cv_.wait(lk, [&] { return done_.load() >= workers; });
+  }
   job_ = nullptr;
 }
 

@@ -1,7 +1,7 @@
 // A fixed pool of worker threads for data-parallel loops. The calling thread takes part, so a
 // pool of n threads runs n-1 workers. parallel_for blocks until every task has run.
-// Workers spin briefly between jobs before sleeping: a streaming step issues hundreds of small
-// parallel ops, and waking a sleeping thread costs more than most of them.
+// Workers (and the caller, waiting for them) spin briefly before sleeping: a streaming step
+// issues hundreds of small parallel ops, and waking a sleeping thread costs more than most.
 #pragma once
 #include <algorithm>
 #include <atomic>
@@ -29,7 +29,7 @@ class ThreadPool {
   void worker_loop();
   std::vector<std::thread> workers_;
   std::mutex mu_;
-  std::condition_variable cv_;
+  std::condition_variable cv_, done_cv_;
   const std::function<void(int)>* job_ = nullptr;
   std::atomic<int> job_n_{0};
   std::atomic<int> next_{0};

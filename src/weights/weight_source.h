@@ -63,6 +63,26 @@ class SyntheticSource final : public WeightSource {
   uint64_t seed_;
 };
 
+// Records every tensor a load takes from a synthetic source, so tests can write a complete
+// checkpoint with the reference's names (what a model directory would hold).
+class RecordingSource final : public WeightSource {
+ public:
+  explicit RecordingSource(uint64_t seed) : inner_(seed) {}
+  std::string describe() const override { return inner_.describe(); }
+  bool find(const std::string&, Tensor*) const override { return false; }
+  std::vector<std::string> names() const override { return {}; }
+  bool synthesize(const std::string& name, const Shape& shape, DType dtype, Tensor* out) const override {
+    inner_.synthesize(name, shape, dtype, out);
+    recorded_.emplace_back(name, *out);
+    return true;
+  }
+  const std::vector<std::pair<std::string, Tensor>>& recorded() const { return recorded_; }
+
+ private:
+  SyntheticSource inner_;
+  mutable std::vector<std::pair<std::string, Tensor>> recorded_;
+};
+
 // How matrix weights are bound: the float type a synthetic source makes them in, and an
 // optional conversion of what a checkpoint stores (bf16 halves the bytes a step reads).
 struct MatrixPolicy {

@@ -4,3 +4,4 @@
 int cmd_mimi(int argc, char** argv);    // argv[0] == "mimi"
 int cmd_verify(int argc, char** argv);  // argv[0] == "verify"
 int cmd_bench(int argc, char** argv);   // argv[0] == "bench"
+int cmd_run(int argc, char** argv);     // argv[0] == "run"

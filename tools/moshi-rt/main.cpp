@@ -15,6 +15,7 @@ void usage() {
       "moshi-rt %s - inference engine for Kyutai's Moshi family\n\n"
       "usage: moshi-rt <command> [options]   (moshi-rt <command> --help for details)\n\n"
       "commands:\n"
+      "  run --input IN -o OUT       speech-to-speech: Moshi answers a recorded input\n"
       "  mimi encode IN -o CODES     audio file -> Mimi codes (safetensors)\n"
       "  mimi decode CODES -o OUT    Mimi codes -> 24 kHz WAV\n"
       "  mimi roundtrip IN -o OUT    audio -> codes -> audio\n"
@@ -40,6 +41,7 @@ int main(int argc, char** argv) {
     if (cmd == "mimi") return cmd_mimi(argc - 1, argv + 1);
     if (cmd == "verify") return cmd_verify(argc - 1, argv + 1);
     if (cmd == "bench") return cmd_bench(argc - 1, argv + 1);
+    if (cmd == "run") return cmd_run(argc - 1, argv + 1);
     std::fprintf(stderr, "moshi-rt: error: unknown command '%s' (see moshi-rt --help)\n", cmd.c_str());
     return 2;
   } catch (const moshi::Error& e) {
