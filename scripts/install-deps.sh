@@ -12,6 +12,7 @@ packages=(
   libhwy-dev                     # portable SIMD (x86 and ARM)
   libopenblas-dev                # f32 GEMM for the convolutions
   libsentencepiece-dev sentencepiece   # LM text tokens (spm_train makes the test model)
+  python3-dev pybind11-dev python3-numpy python3-pytest   # the Python module and its tests
   sox                            # tests make and measure audio files
   libcurl4-openssl-dev           # Hugging Face hub downloads
 )

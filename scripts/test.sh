@@ -7,15 +7,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
+# The Python module is built for Debian's python3 (its numpy and pytest come from install-deps).
+py=/usr/bin/python3
 
 echo "== release build + tests"
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOSHI_WERROR=ON >/dev/null
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOSHI_WERROR=ON -DPython3_EXECUTABLE=$py >/dev/null
 cmake --build build -j "$jobs"
 ctest --test-dir build --output-on-failure -j "$jobs"
 
+echo "== Python module tests"
+test -n "$(ls build/python/moshi_rt*.so 2>/dev/null)" || { echo "the Python module was not built"; exit 1; }
+PYTHONPATH=build/python $py -m pytest -q python/tests
+
 if [ "${SKIP_SANITIZE:-0}" != "1" ]; then
   echo "== ASan + UBSan build + tests"
-  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMOSHI_SANITIZE=ON >/dev/null
+  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMOSHI_SANITIZE=ON -DMOSHI_PYTHON=OFF >/dev/null
   cmake --build build-asan -j "$jobs"
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
     ctest --test-dir build-asan --output-on-failure -j "$jobs"

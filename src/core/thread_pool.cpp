@@ -56,7 +56,10 @@ void ThreadPool::worker_loop() {
 
 void ThreadPool::parallel_for(int n, const std::function<void(int)>& fn) {
   if (n <= 0) return;
-  if (workers_.empty() || n == 1 || t_in_pool) {
+  // One job at a time: a second caller (another session's thread) runs its tasks inline
+  // rather than wait, with the same partition, hence the same results.
+  std::unique_lock<std::mutex> caller(call_mu_, std::try_to_lock);
+  if (workers_.empty() || n == 1 || t_in_pool || !caller.owns_lock()) {
     for (int i = 0; i < n; ++i) fn(i);
     return;
   }

@@ -22,13 +22,15 @@ class ThreadPool {
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   int size() const { return static_cast<int>(workers_.size()) + 1; }
-  // Runs fn(i) for i in [0, n), spread over the pool; nested calls run inline.
+  // Runs fn(i) for i in [0, n), spread over the pool; nested calls, and calls made while
+  // another thread's job runs, run inline. Safe to call from several threads.
   void parallel_for(int n, const std::function<void(int)>& fn);
 
  private:
   void worker_loop();
   std::vector<std::thread> workers_;
   std::mutex mu_;
+  std::mutex call_mu_;  // held by the caller whose job the workers run
   std::condition_variable cv_, done_cv_;
   const std::function<void(int)>* job_ = nullptr;
   std::atomic<int> job_n_{0};

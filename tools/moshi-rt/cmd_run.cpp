@@ -8,6 +8,7 @@
 #include "commands.h"
 #include "moshi/audio.h"
 #include "moshi/model.h"
+#include "moshi/run.h"
 #include "moshi/system.h"
 #include "progress.h"
 
@@ -88,13 +89,15 @@ int cmd_run(int argc, char** argv) {
   if (a.given("top-k")) a.integer("top-k", 0, 1 << 20);
   if (a.given("top-k-text")) a.integer("top-k-text", 0, 1 << 20);
 
+  // A bad input fails here, before the (long) model load.
   moshi::AudioData in = moshi::read_audio(a.str("input"), 24000);
   if (!in.conversion.empty()) std::fprintf(stderr, "input: %s\n", in.conversion.c_str());
   std::fprintf(stderr, "loading %s ...\n", a.str("model").c_str());
   moshi::Model model = moshi::Model::load(a.str("model"), mo);
   std::fprintf(stderr, "model: %s\n", model.describe().c_str());
 
-  moshi::SessionOptions so;
+  moshi::RunOptions ro;
+  moshi::SessionOptions& so = ro.session;
   so.seed = seed;
   so.sampling = model.default_sampling();
   so.sampling.greedy = a.flag("greedy");
@@ -102,43 +105,24 @@ int cmd_run(int argc, char** argv) {
   if (a.given("temp-text")) so.sampling.temp_text = static_cast<float>(a.number("temp-text", 0, 100));
   if (a.given("top-k")) so.sampling.top_k = a.integer("top-k", 0, 1 << 20);
   if (a.given("top-k-text")) so.sampling.top_k_text = a.integer("top-k-text", 0, 1 << 20);
-  moshi::Session session = model.session(so);
-
-  const int sr = model.sample_rate(), fs = model.frame_size();
-  std::vector<float> input = in.samples;
-  input.resize(input.size() + static_cast<size_t>(after * sr), 0.f);
-  const long long frames = (static_cast<long long>(input.size()) + fs - 1) / fs;
-  input.resize(static_cast<size_t>(frames) * fs, 0.f);  // the last partial frame is zero-padded, not dropped
-  Progress progress("run", frames, 1.0 / model.frame_rate());
-  for (long long f = 0; f < frames; ++f) {
-    session.push_audio(input.data() + f * fs, fs);
-    progress.update(f + 1);
-  }
-  std::vector<float> out;
-  session.pull_audio(out);
-  const std::vector<moshi::TextPiece> text = session.pull_text();
-
-  std::vector<std::pair<std::string, std::string>> written;
+  ro.after_s = after;
+  ro.stereo = a.flag("stereo");
+  const long long total =
+      (static_cast<long long>(in.samples.size() + static_cast<size_t>(after * model.sample_rate())) +
+       model.frame_size() - 1) / model.frame_size();
+  Progress progress("run", total, 1.0 / model.frame_rate());
+  ro.progress = [&](int64_t done, int64_t) { progress.update(done); };
   const std::string out_path = a.str("output");
-  if (a.flag("stereo")) {
-    std::vector<float> lr(out.size() * 2);
-    for (size_t i = 0; i < out.size(); ++i) {
-      lr[2 * i] = i < input.size() ? input[i] : 0.f;
-      lr[2 * i + 1] = out[i];
-    }
-    moshi::write_wav(out_path, lr.data(), static_cast<long long>(out.size()), sr, 2);
-  } else {
-    moshi::write_wav(out_path, out.data(), static_cast<long long>(out.size()), sr, 1);
-  }
+  const moshi::RunResult res = moshi::run_file(model, a.str("input"), out_path, ro);
+  const std::vector<moshi::TextPiece>& text = res.text;
+  std::vector<std::pair<std::string, std::string>> written;
   written.emplace_back(out_path, moshi::file_sha256(out_path));
-  std::string transcript;
-  for (const auto& p : text) transcript += p.text;
-  if (!transcript.empty() && transcript[0] == ' ') transcript.erase(0, 1);
+  const std::string& transcript = res.transcript;
   if (a.given("text")) {
     write_text_file(a.str("text"), transcript + "\n");
     written.emplace_back(a.str("text"), moshi::file_sha256(a.str("text")));
   }
-  const moshi::SessionTimings& t = session.timings();
+  const moshi::SessionTimings& t = res.timings;
   if (a.given("json")) {
     std::string j = "{\"model\":\"" + json_escape(a.str("model")) + "\",\"input\":\"" + json_escape(a.str("input")) +
                     "\",\"seed\":" + std::to_string(seed) + ",\"greedy\":" + (so.sampling.greedy ? "true" : "false");
@@ -147,7 +131,7 @@ int cmd_run(int argc, char** argv) {
                   ",\"temp\":%g,\"temp_text\":%g,\"top_k\":%d,\"top_k_text\":%d,\"after_s\":%g,\"frames\":%lld"
                   ",\"output_seconds\":%.3f",
                   so.sampling.temp, so.sampling.temp_text, so.sampling.top_k, so.sampling.top_k_text, after,
-                  static_cast<long long>(t.frames), out.size() / static_cast<double>(sr));
+                  static_cast<long long>(t.frames), res.output_seconds);
     j += buf;
     j += ",\"transcript\":\"" + json_escape(transcript) + "\",\"text\":[";
     for (size_t i = 0; i < text.size(); ++i) {
@@ -165,7 +149,7 @@ int cmd_run(int argc, char** argv) {
   }
   const double total_ms = t.mimi_encode_ms + t.lm_temporal_ms + t.lm_depformer_ms + t.mimi_decode_ms;
   std::fprintf(stderr, "%lld frames (%.2f s of audio) in %.1f s: %.2fx real time%s\n", static_cast<long long>(t.frames),
-               out.size() / static_cast<double>(sr), total_ms / 1000,
+               res.output_seconds, total_ms / 1000,
                total_ms > 0 ? t.frames * 1000.0 / model.frame_rate() / total_ms : 0.0,
                model.synthetic() ? " (synthetic weights: the speech is nonsense)" : "");
   if (!transcript.empty()) std::fprintf(stderr, "text: %s\n", transcript.c_str());
