@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "api/model_files.h"
+#include "api/model_impl.h"
 #include "codec/mimi_model.h"
 #include "core/error.h"
 #include "lm/lm_gen.h"
@@ -63,15 +64,6 @@ double lm_weights_gb(const LmConfig& c, double bytes_per_value) {
 
 }  // namespace
 
-struct Model::Impl {
-  std::shared_ptr<const LmModel> lm;
-  std::shared_ptr<const MimiModel> mimi;
-  std::optional<TextTokenizer> tokenizer;
-  SamplingOptions sampling;  // lm_gen_config defaults
-  bool synthetic = false;
-  std::string source;
-  double estimate_gb = 0;
-};
 
 Model Model::load(const std::string& spec, const ModelOptions& opts) {
   auto impl = std::make_shared<Impl>();

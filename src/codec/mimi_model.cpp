@@ -120,6 +120,9 @@ void MimiModel::encode(EncoderState& st, const Tensor& pcm, Tensor* latent, int 
     Tensor& x = st.ws.f32(be, kPcm, {B, 1, n});
     be.upload(x, host.data());
     Tensor& e = encoder_.forward(be, x, st.seanet);  // [B, C, steps]
+    if (st.tap) (*st.tap)("mimi.enc.seanet", e);
+    st.transformer.tap = st.tap;
+    st.transformer.tap_prefix = "mimi.enc.transformer.";
     Tensor& rows = st.ws.f32(be, kTime, {B * steps, C});
     be.transpose_ct(e, rows);
     enc_tr_.forward(be, rows, static_cast<int>(steps), st.transformer, st.offline ? 1 : s, st.ws);
@@ -130,6 +133,7 @@ void MimiModel::encode(EncoderState& st, const Tensor& pcm, Tensor* latent, int 
       downsample_.forward(be, *lat, d, st.down);
       lat = &d;
     }
+    if (st.tap) (*st.tap)("mimi.enc.latent", *lat);
     if (latent) {
       host.resize(B * C * F);
       be.download(*lat, host.data());
@@ -179,6 +183,9 @@ void MimiModel::decode(DecoderState& st, const Tensor& codes, Tensor& pcm) const
     quantizer_.decode(be, cd, static_cast<int>(K), z, st.ws);
     Tensor* lat = &st.ws.f32(be, kLatent, {B, C, F});
     be.transpose_tc(z.reshape({B, F, C}), *lat);
+    if (st.tap) (*st.tap)("mimi.dec.latent", *lat);
+    st.transformer.tap = st.tap;
+    st.transformer.tap_prefix = "mimi.dec.transformer.";
     if (s > 1) {
       Tensor& u = st.ws.f32(be, kChan, {B, C, steps});
       upsample_.forward(be, *lat, u, st.up);
@@ -190,6 +197,7 @@ void MimiModel::decode(DecoderState& st, const Tensor& codes, Tensor& pcm) const
     Tensor& back = st.ws.f32(be, kOut, {B, C, steps});
     be.transpose_tc(rows.reshape({B, steps, C}), back);
     Tensor& y = decoder_.forward(be, back, st.seanet);  // [B, 1, F·fs]
+    if (st.tap) (*st.tap)("mimi.dec.pcm", y);
     const int64_t n = F * fs;
     host.resize(B * n);
     be.download(y, host.data());

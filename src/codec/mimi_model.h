@@ -28,6 +28,7 @@ class MimiModel {
     Transformer::State transformer;
     StreamingConv1d::State down;
     Workspace ws;
+    const Tap* tap = nullptr;  // "mimi.enc.seanet", "mimi.enc.transformer.layer<i>", "mimi.enc.latent"
   };
   struct DecoderState {
     int batch = 0, max_frames = 0;
@@ -36,6 +37,7 @@ class MimiModel {
     Transformer::State transformer;
     StreamingConvTranspose1d::State up;
     Workspace ws;
+    const Tap* tap = nullptr;  // "mimi.dec.latent", "mimi.dec.transformer.layer<i>", "mimi.dec.pcm"
   };
   std::unique_ptr<EncoderState> new_encoder(int batch, int max_frames = 1, bool offline = false) const;
   std::unique_ptr<DecoderState> new_decoder(int batch, int max_frames = 1, bool offline = false) const;

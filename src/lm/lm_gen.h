@@ -33,6 +33,7 @@ class LmGen {
   void reset(int stream);
   int64_t offset(int stream) const { return offsets_[stream]; }
   const StepTimings& timings() const { return timings_; }
+  void set_tap(const Tap* tap) { state_->set_tap(tap); }
 
  private:
   int64_t& cache(int b, int k, int64_t slot) { return cache_[(static_cast<size_t>(b) * K_ + k) * CT_ + slot]; }

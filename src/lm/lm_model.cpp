@@ -156,11 +156,14 @@ void LmModel::temporal_step(LmState& st, const std::vector<int64_t>& tokens, std
   }
   for (int b = 0; b < B; ++b) ids[b] = tokens[b * K];
   embed(st, text_emb_, ids, x, cfg_.n_q > 0, kLowRank);
+  if (st.tap) (*st.tap)("lm.embed", x);
   temporal_.forward(be, x, 1, st.temporal, 1);
   Tensor& z = st.ws.f32(be, kZ, {B, D});
   out_norm(x, z);
+  if (st.tap) (*st.tap)("lm.z", z);
   Tensor& tl = st.ws.f32(be, kTextLogits, {B, cfg_.text_card_out});
   be.linear(z, text_linear_, text_bias_.defined() ? &text_bias_ : nullptr, tl);
+  if (st.tap) (*st.tap)("lm.text_logits", tl);
   text_logits.resize(static_cast<size_t>(B) * cfg_.text_card_out);
   be.download(tl, text_logits.data());
 }
@@ -179,6 +182,7 @@ void LmModel::run_depformer(LmState& st, const Tensor& z, int64_t rows,
   for (int k = 0; k < cfg_.dep_q; ++k) {
     be.linear(z, depformer_in_[cfg_.depformer_in_index(k)], nullptr, in);
     embed(st, dep_emb_[k], tokens_in(k), in, true, kLowRank2);
+    ds.tap_prefix = "lm.dep" + std::to_string(k) + ".";
     depformer_.forward(be, in, 1, ds, 1);
     const Tensor* h = &in;
     if (cfg_.depformer_has_norm) {
@@ -189,6 +193,7 @@ void LmModel::run_depformer(LmState& st, const Tensor& z, int64_t rows,
       h = &normed;
     }
     be.linear(*h, linears_[k], cfg_.bias_proj ? &linear_bias_[k] : nullptr, logits);
+    if (st.tap) (*st.tap)("lm.dep" + std::to_string(k) + ".logits", logits);
     emit(k, logits);
   }
 }

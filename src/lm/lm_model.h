@@ -21,6 +21,12 @@ struct LmState {
   Transformer::State temporal;
   Transformer::State depformer;
   Workspace ws;
+  const Tap* tap = nullptr;  // "lm.embed", "lm.temporal.layer<i>", "lm.z", "lm.text_logits", "lm.dep<k>..."
+  void set_tap(const Tap* t) {
+    tap = t;
+    temporal.tap = depformer.tap = t;
+    temporal.tap_prefix = "lm.temporal.";
+  }
 };
 
 class LmModel {

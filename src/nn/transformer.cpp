@@ -175,6 +175,7 @@ void Transformer::forward(Backend& be, Tensor& x, int T, State& st, int group) c
       be.linear(ff, w.ff_out, nullptr, proj);
     }
     be.add_scaled(x, proj, spec_.layer_scale ? &L.scale2 : nullptr);
+    if (st.tap) (*st.tap)(st.tap_prefix + "layer" + std::to_string(i), x);
   }
   for (int b = 0; b < B; ++b) st.offset[b] += T;
 }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "runtime/backend.h"
+#include "runtime/tap.h"
 #include "runtime/workspace.h"
 #include "weights/weight_source.h"
 
@@ -54,6 +55,8 @@ class Transformer {
     int max_steps = 0;            // largest chunk a call may carry
     Workspace ws;
     std::vector<int64_t> pos, lo;  // per-row scratch
+    const Tap* tap = nullptr;      // if set, called with "<tap_prefix>layer<i>" after each layer
+    std::string tap_prefix;
   };
   // max_positions bounds an unlimited-context stream (its ring then holds that many steps).
   State new_state(Backend& be, int batch, int max_steps, int max_positions = 0) const;

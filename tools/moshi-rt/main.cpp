@@ -20,6 +20,8 @@ void usage() {
       "  mimi decode CODES -o OUT    Mimi codes -> 24 kHz WAV\n"
       "  mimi roundtrip IN -o OUT    audio -> codes -> audio\n"
       "  verify CASE_DIR             run a golden case folder and compare with the reference\n"
+      "  compare --input IN --a D:T --b D:T   where two device:dtype configurations part\n"
+      "  doctor                      check every op of every device against reference code\n"
       "  bench mimi                  time streaming encode + decode per 80 ms frame\n"
       "  bench lm                    time LM steps; weight bytes per second against memory bandwidth\n",
       MOSHI_RT_VERSION);
@@ -42,6 +44,8 @@ int main(int argc, char** argv) {
     if (cmd == "verify") return cmd_verify(argc - 1, argv + 1);
     if (cmd == "bench") return cmd_bench(argc - 1, argv + 1);
     if (cmd == "run") return cmd_run(argc - 1, argv + 1);
+    if (cmd == "compare") return cmd_compare(argc - 1, argv + 1);
+    if (cmd == "doctor") return cmd_doctor(argc - 1, argv + 1);
     std::fprintf(stderr, "moshi-rt: error: unknown command '%s' (see moshi-rt --help)\n", cmd.c_str());
     return 2;
   } catch (const moshi::Error& e) {

@@ -7,6 +7,10 @@
 
 #include "core/error.h"
 #include "runtime/cpu/kernels.h"
+#include "runtime/fault_backend.h"
+#ifdef MOSHI_HAVE_CUDA
+#include "runtime/cuda/cuda_backend.h"
+#endif
 #include "weights/safetensors.h"
 
 extern "C" void openblas_set_num_threads(int);
@@ -91,12 +95,40 @@ Tensor CpuBackend::prepare_conv_transpose(const Tensor& w, int groups) {
 }
 
 std::shared_ptr<Backend> make_backend(const BackendOptions& opts) {
+  std::string base, fault_op;
+  int64_t fault_call = 0;
+  if (parse_fault_spec(opts.device, &base, &fault_op, &fault_call)) {  // diagnostics: see fault_backend.h
+    BackendOptions inner = opts;
+    inner.device = base;
+    return make_faulty_backend(make_backend(inner), fault_op, fault_call);
+  }
   if (opts.device == "cpu") {
     int n = opts.threads > 0 ? opts.threads : static_cast<int>(std::thread::hardware_concurrency());
     if (n <= 0) n = 1;
     return std::make_shared<CpuBackend>(n);
   }
+  // "cuda" or "cuda:N"
+  if (opts.device.rfind("cuda", 0) == 0) {
+    const std::string rest = opts.device.substr(4);
+    int index = 0;
+    if (!rest.empty()) {
+      const bool digits = rest.size() >= 2 && rest.size() <= 10 && rest[0] == ':' &&
+                          std::all_of(rest.begin() + 1, rest.end(), [](char c) { return c >= '0' && c <= '9'; });
+      if (!digits) fail("unknown device '", opts.device, "' (expected cpu, cuda or cuda:N)");
+      index = std::stoi(rest.substr(1));
+    }
+#ifdef MOSHI_HAVE_CUDA
+    return std::make_shared<CudaBackend>(index);
+#else
+    (void)index;
+    fail("this build has no CUDA support (rebuild with the CUDA toolkit installed)");
+#endif
+  }
+#ifdef MOSHI_HAVE_CUDA
+  fail("unknown device '", opts.device, "' (this build supports: cpu, cuda, cuda:N)");
+#else
   fail("unknown device '", opts.device, "' (this build supports: cpu)");
+#endif
 }
 
 }  // namespace moshi

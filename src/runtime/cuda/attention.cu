@@ -1,0 +1,291 @@
+// RoPE, KV-cache writes and windowed causal attention over the ring cache on the GPU.
+//
+// Attention: one block of 4 warps per (query row, head, key split). Each warp takes every 4th
+// key of the block's range, 4 keys per iteration (their K and V rows loaded before any is used,
+// so 8 row loads are in flight), and keeps an online softmax (running max, sum and weighted V
+// sum, all f32); the warps then merge in shared memory. A head's D values are spread over the
+// lanes as d = e·32 + lane, so each K/V row load is coalesced for any head_dim <= 256. With few
+// rows (the decoding step: batch x heads blocks only), long windows are split over several
+// blocks (split-K, "flash decoding") whose partial results a second kernel combines.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "runtime/cuda/common.cuh"
+
+namespace moshi {
+namespace cuda {
+namespace {
+
+constexpr int kAttnWarps = 4;
+constexpr int kKeysPerIter = 4;
+constexpr int kMaxHeadDim = 256;
+constexpr int kMaxSplits = 64;
+constexpr int64_t kMinKeysPerSplit = 128;
+
+// Pair i of each q and k head: (2i, 2i+1) interleaved (im_off 1, stride 2) or (i, i + D/2).
+__global__ void rope_kernel(float* __restrict__ qkv, const int64_t* __restrict__ pos, const float* __restrict__ freqs,
+                            int64_t rows, int64_t R, int64_t heads_qk, int64_t D, int64_t half, int64_t im_off,
+                            int64_t stride) {
+  MOSHI_GRID_STRIDE(k, rows * heads_qk * half) {
+    const int64_t i = k % half, h = (k / half) % heads_qk, r = k / (half * heads_qk);
+    const float a = freqs[i] * static_cast<float>(pos[r]), c = cosf(a), s = sinf(a);
+    float* v = qkv + r * R + h * D + i * stride;
+    const float re = v[0], im = v[im_off];
+    v[0] = re * c - im * s;
+    v[im_off] = re * s + im * c;
+  }
+}
+
+__global__ void kv_write_kernel(const float* __restrict__ qkv, float* __restrict__ kc, float* __restrict__ vc,
+                                const int64_t* __restrict__ pos, int64_t rows, int64_t T, int64_t R, int64_t QD,
+                                int64_t KD, int64_t cap) {
+  MOSHI_GRID_STRIDE(k, rows * KD) {
+    const int64_t e = k % KD, r = k / KD, b = r / T, slot = pos[r] % cap;
+    const float* row = qkv + r * R;
+    kc[(b * cap + slot) * KD + e] = row[QD + e];
+    vc[(b * cap + slot) * KD + e] = row[QD + KD + e];
+  }
+}
+
+// part (split-K only): per (row, head, split) [max, sum, acc[D]].
+template <int EPL>
+__global__ void __launch_bounds__(kAttnWarps * 32)
+    attention_kernel(const float* __restrict__ qkv, const float* __restrict__ kc, const float* __restrict__ vc,
+                     const int64_t* __restrict__ pos, const int64_t* __restrict__ lo, int64_t T, int H, int rep,
+                     int D, int64_t R, int64_t KD, int64_t cap, float scale, int64_t chunk, int splits,
+                     float* __restrict__ out, float* __restrict__ part) {
+  __shared__ float sm_m[kAttnWarps], sm_l[kAttnWarps];
+  __shared__ float sm_acc[kAttnWarps][EPL * 32];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t r = blockIdx.x;
+  const int h = blockIdx.y, split = blockIdx.z;
+  const int64_t b = r / T, p = pos[r], l = max(lo[r], int64_t{0}), n = p - l + 1;
+  const int64_t j0 = split * chunk, j1 = min(n, j0 + chunk);
+  const int kvh = h / rep;
+  float q[EPL];
+  const float* qr = qkv + r * R + static_cast<int64_t>(h) * D;
+#pragma unroll
+  for (int e = 0; e < EPL; ++e) q[e] = e * 32 + lane < D ? qr[e * 32 + lane] : 0.f;
+  const float* kb = kc + b * cap * KD + static_cast<int64_t>(kvh) * D;
+  const float* vb = vc + b * cap * KD + static_cast<int64_t>(kvh) * D;
+  const int64_t s0 = l % cap;  // positions [l, p] are slots s0, s0+1, ... wrapping at cap
+  float m = -INFINITY, lsum = 0.f, acc[EPL];
+#pragma unroll
+  for (int e = 0; e < EPL; ++e) acc[e] = 0.f;
+
+  for (int64_t j = j0 + warp; j < j1; j += kAttnWarps * kKeysPerIter) {
+    float sc[kKeysPerIter], vv[kKeysPerIter][EPL];
+#pragma unroll
+    for (int u = 0; u < kKeysPerIter; ++u) {
+      const int64_t jj = j + u * kAttnWarps;
+      int64_t slot = s0 + (jj < j1 ? jj : j);
+      if (slot >= cap) slot -= cap;
+      const float* kr = kb + slot * KD;
+      const float* vr = vb + slot * KD;
+      float dot = 0.f;
+#pragma unroll
+      for (int e = 0; e < EPL; ++e) {
+        const int d = e * 32 + lane;
+        const bool in = d < D;
+        dot = fmaf(q[e], in ? kr[d] : 0.f, dot);
+        vv[u][e] = in ? vr[d] : 0.f;
+      }
+      sc[u] = dot;
+    }
+    float mx = m;
+#pragma unroll
+    for (int u = 0; u < kKeysPerIter; ++u) {
+      sc[u] = j + u * kAttnWarps < j1 ? warp_sum(sc[u]) * scale : -INFINITY;
+      mx = fmaxf(mx, sc[u]);
+    }
+    const float corr = expf(m - mx);  // 0 on the first keys (m = -inf)
+    lsum *= corr;
+#pragma unroll
+    for (int e = 0; e < EPL; ++e) acc[e] *= corr;
+#pragma unroll
+    for (int u = 0; u < kKeysPerIter; ++u) {
+      const float pe = expf(sc[u] - mx);  // 0 for keys past the range
+      lsum += pe;
+#pragma unroll
+      for (int e = 0; e < EPL; ++e) acc[e] = fmaf(pe, vv[u][e], acc[e]);
+    }
+    m = mx;
+  }
+
+  if (lane == 0) {
+    sm_m[warp] = m;
+    sm_l[warp] = lsum;
+  }
+#pragma unroll
+  for (int e = 0; e < EPL; ++e) sm_acc[warp][e * 32 + lane] = acc[e];
+  __syncthreads();
+  float M = -INFINITY;
+#pragma unroll
+  for (int w = 0; w < kAttnWarps; ++w) M = fmaxf(M, sm_m[w]);
+  float wt[kAttnWarps], L = 0.f;
+#pragma unroll
+  for (int w = 0; w < kAttnWarps; ++w) {
+    wt[w] = sm_m[w] == -INFINITY ? 0.f : expf(sm_m[w] - M);
+    L += sm_l[w] * wt[w];
+  }
+  const int64_t base = ((r * H + h) * splits + split) * (D + 2);
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float A = 0.f;
+#pragma unroll
+    for (int w = 0; w < kAttnWarps; ++w) A += sm_acc[w][d] * wt[w];
+    if (splits == 1)
+      out[(r * H + h) * D + d] = A / L;
+    else
+      part[base + 2 + d] = A;
+  }
+  if (splits > 1 && threadIdx.x == 0) {
+    part[base] = M;
+    part[base + 1] = L;
+  }
+}
+
+__global__ void attention_combine_kernel(const float* __restrict__ part, float* __restrict__ out, int H, int D,
+                                         int splits) {
+  const int64_t r = blockIdx.x;
+  const int h = blockIdx.y;
+  const float* pr = part + (r * H + h) * splits * static_cast<int64_t>(D + 2);
+  float M = -INFINITY;
+  for (int s = 0; s < splits; ++s) M = fmaxf(M, pr[s * (D + 2)]);
+  float L = 0.f;
+  for (int s = 0; s < splits; ++s) {
+    const float ms = pr[s * (D + 2)];
+    if (ms != -INFINITY) L += pr[s * (D + 2) + 1] * expf(ms - M);
+  }
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float A = 0.f;
+    for (int s = 0; s < splits; ++s) {
+      const float ms = pr[s * (D + 2)];
+      if (ms != -INFINITY) A += pr[s * (D + 2) + 2 + d] * expf(ms - M);
+    }
+    out[(r * H + h) * D + d] = A / L;
+  }
+}
+
+template <int EPL>
+void launch_attention(Impl& im, dim3 grid, const float* qkv, const float* kc, const float* vc, const int64_t* pos,
+                      const int64_t* lo, int64_t T, int H, int rep, int D, int64_t R, int64_t KD, int64_t cap,
+                      float scale, int64_t chunk, int splits, float* out, float* part) {
+  launch(im, "attention", attention_kernel<EPL>, grid, dim3(kAttnWarps * 32), 0, qkv, kc, vc, pos, lo, T, H, rep, D,
+         R, KD, cap, scale, chunk, splits, out, part);
+}
+
+}  // namespace
+}  // namespace cuda
+
+using cuda::f32_of;
+using cuda::grid_for;
+using cuda::launch;
+
+void CudaBackend::rope(Tensor& qkv, const AttnShape& sh, float max_period, bool interleaved,
+                       const std::vector<int64_t>& pos) {
+  impl_->enter(__func__);
+  const char* op = "rope";
+  const int64_t R = sh.row(), rows = R ? qkv.numel() / R : 0, D = sh.head_dim, half = D / 2;
+  MOSHI_CHECK(static_cast<int64_t>(pos.size()) == rows && qkv.numel() == rows * R, "rope: ", pos.size(),
+              " positions for ", rows, " rows");
+  if (rows == 0 || half == 0) return;
+  cuda::Impl& im = *impl_;
+  // Frequencies exactly as the CPU computes them (on the host, std::exp on floats).
+  uint32_t bits;
+  std::memcpy(&bits, &max_period, 4);
+  const float* freqs = im.table(
+      "rope:" + std::to_string(D) + ":" + std::to_string(bits),
+      [&] {
+        std::vector<float> f(static_cast<size_t>(half));
+        const float step = static_cast<float>(-std::log(static_cast<double>(max_period)) * 2.0 / D);
+        for (int64_t i = 0; i < half; ++i) f[i] = std::exp(static_cast<float>(i) * step);
+        return f;
+      },
+      op);
+  const int64_t* dpos = im.put_args({&pos}, op);
+  const int64_t heads_qk = sh.heads + sh.kv_heads;
+  launch(im, op, cuda::rope_kernel, dim3(grid_for(im, rows * heads_qk * half)), dim3(256), 0, f32_of(qkv, op, "qkv"),
+         dpos, freqs, rows, R, heads_qk, D, half, interleaved ? int64_t{1} : half,
+         interleaved ? int64_t{2} : int64_t{1});
+}
+
+void CudaBackend::kv_write(KvCache& cache, const Tensor& qkv, const AttnShape& sh, int batch,
+                           const std::vector<int64_t>& pos) {
+  impl_->enter(__func__);
+  const char* op = "kv_write";
+  const int64_t R = sh.row(), KD = static_cast<int64_t>(sh.kv_heads) * sh.head_dim,
+                QD = static_cast<int64_t>(sh.heads) * sh.head_dim, rows = R ? qkv.numel() / R : 0;
+  MOSHI_CHECK(batch > 0 && rows % batch == 0 && static_cast<int64_t>(pos.size()) == rows && cache.capacity > 0 &&
+                  cache.k.numel() == batch * cache.capacity * KD && cache.v.numel() == cache.k.numel(),
+              "kv_write: ", rows, " rows, ", pos.size(), " positions, batch ", batch, ", cache ",
+              shape_str(cache.k.shape()));
+  for (int64_t p : pos) MOSHI_CHECK(p >= 0, "kv_write: negative position ", p);
+  cuda::Impl& im = *impl_;
+  const int64_t* dpos = im.put_args({&pos}, op);
+  launch(im, op, cuda::kv_write_kernel, dim3(grid_for(im, rows * KD)), dim3(256), 0, f32_of(qkv, op, "qkv"),
+         f32_of(cache.k, op, "key cache"), f32_of(cache.v, op, "value cache"), dpos, rows, rows / batch, R, QD, KD,
+         cache.capacity);
+}
+
+void CudaBackend::attention(const Tensor& qkv, const KvCache& cache, const AttnShape& sh, int batch,
+                            const std::vector<int64_t>& pos, const std::vector<int64_t>& lo, Tensor& out) {
+  impl_->enter(__func__);
+  const char* op = "attention";
+  const int H = sh.heads, D = sh.head_dim;
+  const int64_t R = sh.row(), KD = static_cast<int64_t>(sh.kv_heads) * D, rows = R ? qkv.numel() / R : 0,
+                cap = cache.capacity;
+  MOSHI_CHECK(batch > 0 && rows % batch == 0 && sh.kv_heads > 0 && H % sh.kv_heads == 0 &&
+                  static_cast<int64_t>(pos.size()) == rows && static_cast<int64_t>(lo.size()) == rows &&
+                  out.numel() == rows * H * D && cap > 0 && cache.k.numel() == batch * cap * KD,
+              "attention: ", rows, " rows, batch ", batch, ", output ", shape_str(out.shape()), ", cache ",
+              shape_str(cache.k.shape()));
+  MOSHI_CHECK(D >= 1 && D <= cuda::kMaxHeadDim, "cuda attention: head_dim ", D, " is not supported (at most ",
+              cuda::kMaxHeadDim, ")");
+  MOSHI_CHECK(rows <= INT32_MAX && H <= 65535, "cuda attention: too many rows or heads");
+  int64_t n_max = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t l = std::max<int64_t>(lo[r], 0);
+    MOSHI_CHECK(pos[r] - l < cap, "attention: window of position ", pos[r], " exceeds the cache capacity ", cap);
+    MOSHI_CHECK(pos[r] >= l, "attention: empty window [", lo[r], ", ", pos[r], "]");
+    n_max = std::max(n_max, pos[r] - l + 1);
+  }
+  if (rows == 0) return;
+  cuda::Impl& im = *impl_;
+  // Split long windows when batch x heads blocks alone would leave most SMs idle.
+  const int64_t blocks = rows * H, want = 2 * static_cast<int64_t>(im.sms);
+  int splits = 1;
+  if (blocks < want) {
+    const int64_t by_keys = (n_max + cuda::kMinKeysPerSplit - 1) / cuda::kMinKeysPerSplit;
+    splits = static_cast<int>(
+        std::max<int64_t>(1, std::min<int64_t>({(want + blocks - 1) / blocks, by_keys, cuda::kMaxSplits})));
+  }
+  const int64_t chunk = (n_max + splits - 1) / splits;
+  const int64_t* args = im.put_args({&pos, &lo}, op);
+  float* part = splits > 1 ? im.ensure_t<float>(cuda::kAttnPart, rows * H * splits * (D + 2), op) : nullptr;
+  const float scale = 1.f / std::sqrt(static_cast<float>(D));
+  const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(H), static_cast<unsigned>(splits));
+  const float* pq = f32_of(qkv, op, "qkv");
+  const float* pk = f32_of(cache.k, op, "key cache");
+  const float* pv = f32_of(cache.v, op, "value cache");
+  float* po = f32_of(out, op, "output");
+  const int64_t T = rows / batch;
+  const int rep = H / sh.kv_heads;
+#define MOSHI_ATTN(EPL)                                                                                          \
+  cuda::launch_attention<EPL>(im, grid, pq, pk, pv, args, args + rows, T, H, rep, D, R, KD, cap, scale, chunk, splits, \
+                              po, part)
+  if (D <= 32)
+    MOSHI_ATTN(1);
+  else if (D <= 64)
+    MOSHI_ATTN(2);
+  else if (D <= 128)
+    MOSHI_ATTN(4);
+  else
+    MOSHI_ATTN(8);
+#undef MOSHI_ATTN
+  if (splits > 1)
+    launch(im, op, cuda::attention_combine_kernel, dim3(static_cast<unsigned>(rows), static_cast<unsigned>(H)),
+           dim3(128), 0, part, po, H, D, splits);
+}
+
+}  // namespace moshi

@@ -1,0 +1,185 @@
+// Shared by the CUDA backend's .cu files: error checking, kernel launches, the backend's state
+// (stream, cuBLAS handle, grow-only scratch) and small device helpers.
+//
+// Errors: every CUDA runtime and cuBLAS call goes through MOSHI_CUDA_CHECK and every kernel
+// through launch(), which checks the launch. Both throw moshi::Error naming the op and the CUDA
+// error string. Kernels run asynchronously, so a fault inside one (e.g. an illegal address)
+// surfaces at a later checked call; MOSHI_CUDA_SYNC=1 in the environment synchronises after
+// every launch so that the failing op is the one named.
+#pragma once
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "core/tensor.h"
+#include "runtime/cuda/cuda_backend.h"
+
+namespace moshi {
+namespace cuda {
+
+[[noreturn]] inline void fail_status(const char* op, const char* lib, const char* what, const char* expr) {
+  fail(lib, " error in ", op, ": ", what, " (", expr, ")");
+}
+inline void check(cudaError_t e, const char* op, const char* expr) {
+  if (e == cudaSuccess) return;
+  // Faults inside kernels are reported by whichever call comes next.
+  const bool async = e == cudaErrorIllegalAddress || e == cudaErrorLaunchFailure || e == cudaErrorMisalignedAddress ||
+                     e == cudaErrorIllegalInstruction || e == cudaErrorInvalidPc || e == cudaErrorAssert ||
+                     e == cudaErrorHardwareStackError || e == cudaErrorLaunchTimeout;
+  if (async)
+    fail("CUDA error in ", op, ": ", cudaGetErrorString(e), " (", expr,
+         "; may come from an earlier kernel: MOSHI_CUDA_SYNC=1 names the op that raised it)");
+  fail_status(op, "CUDA", cudaGetErrorString(e), expr);
+}
+inline void check(cublasStatus_t s, const char* op, const char* expr) {
+  if (s != CUBLAS_STATUS_SUCCESS) fail_status(op, "cuBLAS", cublasGetStatusString(s), expr);
+}
+
+}  // namespace cuda
+}  // namespace moshi
+
+// The one check: `expr` is a CUDA runtime or cuBLAS call; `op` names the backend op for the message.
+#define MOSHI_CUDA_CHECK(op, expr) ::moshi::cuda::check((expr), (op), #expr)
+
+namespace moshi {
+namespace cuda {
+
+// Scratch slots, one per use, so that an op never hands the same buffer to two of its steps.
+enum Slot : int {
+  kHostArgs,   // host vectors (positions, ids, masks) copied up for one op
+  kCol,        // conv1d im2col
+  kZ,          // conv_transpose1d products
+  kTmp,        // new history / partial state before it replaces the old
+  kAttnPart,   // attention split-K partial results
+  kDots,       // vq distances
+  kWideW,      // bf16 weights widened to f32 for cuBLAS
+  kSlots
+};
+
+struct Scratch {
+  void* ptr = nullptr;
+  size_t cap = 0;
+};
+
+struct Impl {
+  int dev = 0;
+  int sms = 1;
+  bool sync_each = false;  // MOSHI_CUDA_SYNC=1
+  std::string device_name;
+  cudaStream_t stream = nullptr;
+  cublasHandle_t blas = nullptr;
+  Scratch scratch[kSlots];
+  std::vector<int64_t> host_args;       // staging for host vectors
+  std::map<std::string, Tensor> tables;  // small constant tables (rope frequencies, ...) by key
+
+  ~Impl();
+  // Makes this backend's device current for the calling thread (ops may come from any thread).
+  // Called first by every op, so an error left by an earlier kernel is reported here, under `op`.
+  void enter(const char* op) const { MOSHI_CUDA_CHECK(op, cudaSetDevice(dev)); }
+  // Scratch of at least `bytes`, grown (never shrunk) on demand. Growing waits for queued work
+  // that may still read the old buffer.
+  void* ensure(Slot s, size_t bytes, const char* op);
+  template <typename T>
+  T* ensure_t(Slot s, int64_t count, const char* op) {
+    return static_cast<T*>(ensure(s, static_cast<size_t>(count > 0 ? count : 1) * sizeof(T), op));
+  }
+  // Copies the concatenation of host vectors to kHostArgs; returns its device address. The copy
+  // is stream-ordered (pageable memory is staged before cudaMemcpyAsync returns).
+  const int64_t* put_args(std::initializer_list<const std::vector<int64_t>*> parts, const char* op);
+  // A device f32 table built once per key by `make` on the host.
+  template <typename F>
+  const float* table(const std::string& key, F make, const char* op);
+  // Device memory owning a fresh zero-filled allocation of `bytes` (at least 256, so that
+  // empty tensors still have storage).
+  std::shared_ptr<void> alloc(size_t bytes, const char* op);
+  void after_launch(const char* op) {
+    MOSHI_CUDA_CHECK(op, cudaGetLastError());
+    if (sync_each) MOSHI_CUDA_CHECK(op, cudaStreamSynchronize(stream));
+  }
+};
+
+template <typename F>
+const float* Impl::table(const std::string& key, F make, const char* op) {
+  auto it = tables.find(key);
+  if (it == tables.end()) {
+    const std::vector<float> host = make();
+    const size_t bytes = host.size() * sizeof(float);
+    std::shared_ptr<void> mem = alloc(bytes, op);
+    Tensor t(mem, mem.get(), DType::F32, {static_cast<int64_t>(host.size())}, Device::CUDA);
+    if (bytes) MOSHI_CUDA_CHECK(op, cudaMemcpyAsync(t.data(), host.data(), bytes, cudaMemcpyHostToDevice, stream));
+    it = tables.emplace(key, t).first;
+  }
+  return it->second.f32();
+}
+
+// Launches `kernel` on the backend's stream and checks the launch. Empty grids do nothing.
+template <typename... KArgs, typename... Args>
+void launch(Impl& im, const char* op, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
+            Args... args) {
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0) return;
+  kernel<<<grid, block, smem, im.stream>>>(static_cast<KArgs>(args)...);
+  im.after_launch(op);
+}
+
+// Blocks for a grid-stride loop over n items (capped: each thread then takes several).
+inline unsigned grid_for(const Impl& im, int64_t n, int threads = 256) {
+  const int64_t want = (n + threads - 1) / threads, cap = static_cast<int64_t>(im.sms) * 32;
+  return static_cast<unsigned>(want < cap ? want : cap);
+}
+
+// A grid-stride loop: int64_t i over [0, n) spread over the launched grid.
+#define MOSHI_GRID_STRIDE(i, n)                                                        \
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+
+// Tensor checks shared by the ops: device memory of the expected type.
+inline void need_cuda(const Tensor& t, const char* op, const char* what) {
+  MOSHI_CHECK(t.device() == Device::CUDA, "cuda ", op, ": ", what, " is not a CUDA tensor (made by another backend?)");
+}
+inline float* f32_of(const Tensor& t, const char* op, const char* what) {
+  need_cuda(t, op, what);
+  MOSHI_CHECK(t.dtype() == DType::F32, "cuda ", op, ": ", what, " must be f32, got ", dtype_name(t.dtype()));
+  return t.f32();
+}
+
+// y[N, out] = x[N, in] · wᵀ (+ bias[out]) for a prepared linear weight w (device [out, in],
+// f32 or bf16), f32 accumulation. gemv.cu.
+void matmul(Impl& im, const float* x, int64_t N, const Tensor& w, const float* bias, float* y, const char* op);
+
+// ---- device helpers --------------------------------------------------------------------------
+
+__device__ __forceinline__ float bf16_bits_to_f32(uint16_t h) {
+  return __uint_as_float(static_cast<uint32_t>(h) << 16);
+}
+__device__ __forceinline__ float load_widen(const float* p) { return *p; }
+__device__ __forceinline__ float load_widen(const uint16_t* p) { return bf16_bits_to_f32(*p); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
+// `red` is 32 floats of shared memory.
+__device__ __forceinline__ float block_sum(float v, float* red) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // red may still be read by a previous call
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  float t = lane < nw ? red[lane] : 0.f;
+  return warp_sum(t);
+}
+
+}  // namespace cuda
+}  // namespace moshi

@@ -1,0 +1,239 @@
+// Streaming convolutions on the GPU.
+//
+// conv1d reads the virtual time concatenation of the history `prev` [B, Cin, P] and the input
+// x [B, Cin, T] without building it. Ungrouped convs gather im2col columns [B, Cin·K, Tout] and
+// multiply by the weight [Cout, Cin·K] in one strided-batched cuBLAS call (f32 compute);
+// grouped convs (few and small in Mimi) run a direct kernel, one thread per output.
+//
+// conv_transpose1d follows the CPU exactly: the full transposed conv of this call's frames,
+// plus the carried `partial` overlap on its first K-stride steps; the first T·stride steps (+
+// bias) are the output and the last K-stride (without bias) become the new partial. Ungrouped:
+// Z [B, T, Cout·K] = xᵀ · W by cuBLAS, then an overlap-add kernel gathers each output step
+// from the at most ceil(K/stride) frames that touch it. New states are written to scratch and
+// copied over the old ones, because the old values are still being read.
+#include "runtime/cuda/common.cuh"
+
+namespace moshi {
+namespace cuda {
+namespace {
+
+// concat(prev, x)[b, c, u]
+__device__ __forceinline__ float src_at(const float* prev, const float* x, int64_t b, int64_t c, int64_t u,
+                                        int64_t cin, int64_t P, int64_t T) {
+  return u < P ? prev[(b * cin + c) * P + u] : x[(b * cin + c) * T + (u - P)];
+}
+
+// col[b, ci·K + k, t] = concat(prev, x)[b, ci, t·stride + k·dilation]
+__global__ void im2col_kernel(const float* __restrict__ prev, const float* __restrict__ x, float* __restrict__ col,
+                              int64_t B, int64_t cin, int64_t P, int64_t T, int64_t K, int64_t Tout, int stride,
+                              int dilation) {
+  const int64_t CK = cin * K;
+  MOSHI_GRID_STRIDE(i, B * CK * Tout) {
+    const int64_t t = i % Tout, j = (i / Tout) % CK, b = i / (Tout * CK);
+    const int64_t ci = j / K, k = j % K;
+    col[i] = src_at(prev, x, b, ci, t * stride + k * dilation, cin, P, T);
+  }
+}
+
+__global__ void conv_grouped_kernel(const float* __restrict__ prev, const float* __restrict__ x,
+                                    const float* __restrict__ w, const float* __restrict__ bias, float* __restrict__ y,
+                                    int64_t B, int64_t cin, int64_t cout, int64_t P, int64_t T, int64_t K,
+                                    int64_t Tout, int stride, int dilation, int groups) {
+  const int64_t cig = cin / groups, cog = cout / groups;
+  MOSHI_GRID_STRIDE(i, B * cout * Tout) {
+    const int64_t t = i % Tout, co = (i / Tout) % cout, b = i / (Tout * cout), g = co / cog;
+    float s = bias ? bias[co] : 0.f;
+    for (int64_t ci = 0; ci < cig; ++ci)
+      for (int64_t k = 0; k < K; ++k)
+        s += w[(co * cig + ci) * K + k] * src_at(prev, x, b, g * cig + ci, t * stride + k * dilation, cin, P, T);
+    y[i] = s;
+  }
+}
+
+// y[b, c, t] += bias[c]
+__global__ void add_channel_bias_kernel(float* __restrict__ y, const float* __restrict__ bias, int64_t B, int64_t C,
+                                        int64_t T) {
+  MOSHI_GRID_STRIDE(i, B * C * T) { y[i] += bias[(i / T) % C]; }
+}
+
+// dst[bc, j] = last P frames of concat(prev, x) (dst may be prev itself when T >= P).
+__global__ void history_kernel(const float* prev, const float* __restrict__ x, float* dst, int64_t BC,
+                               int64_t P, int64_t T) {
+  MOSHI_GRID_STRIDE(i, BC * P) {
+    const int64_t j = i % P, bc = i / P, u = T + j;
+    dst[i] = u < P ? prev[bc * P + u] : x[bc * T + (u - P)];
+  }
+}
+
+__global__ void replicate_kernel(float* __restrict__ prev, const float* __restrict__ x,
+                                 const int64_t* __restrict__ first, int64_t B, int64_t C, int64_t P, int64_t T) {
+  MOSHI_GRID_STRIDE(i, B * C * P) {
+    const int64_t bc = i / P, b = bc / C;
+    if (first[b]) prev[i] = x[bc * T];
+  }
+}
+
+// One output step u of stream b, channel co over the full transposed conv (length
+// (T-1)·stride + K): sum of the frames t with 0 <= u - t·stride < K, plus the carried partial,
+// then split into the output and the new partial.
+__global__ void convtr_overlap_kernel(const float* __restrict__ z, const float* __restrict__ x,
+                                      const float* __restrict__ w, const float* __restrict__ bias,
+                                      const float* __restrict__ partial, float* __restrict__ new_partial,
+                                      float* __restrict__ y, int64_t B, int64_t cin, int64_t cout, int64_t T,
+                                      int64_t K, int stride, int groups) {
+  const int64_t full = (T - 1) * stride + K, tail = K - stride, TS = T * stride;
+  const int64_t cig = cin / groups, cog = cout / groups;
+  MOSHI_GRID_STRIDE(i, B * cout * full) {
+    const int64_t u = i % full, co = (i / full) % cout, b = i / (full * cout);
+    const int64_t t_lo = u >= K ? (u - K + stride) / stride : 0, t_hi = min(T - 1, u / stride);
+    float acc = 0.f;
+    for (int64_t t = t_lo; t <= t_hi; ++t) {
+      const int64_t j = u - t * stride;
+      if (z) {  // ungrouped: Z[b, t, co·K + j]
+        acc += z[((b * T + t) * cout + co) * K + j];
+      } else {  // grouped: weights [Cin, Cout/groups, K]
+        const int64_t g = co / cog, col = co % cog;
+        float s = 0.f;
+        for (int64_t ci = g * cig; ci < (g + 1) * cig; ++ci)
+          s += x[(b * cin + ci) * T + t] * w[(ci * cog + col) * K + j];
+        acc += s;
+      }
+    }
+    if (u < tail) acc += partial[(b * cout + co) * tail + u];
+    if (u < TS)
+      y[(b * cout + co) * TS + u] = acc + (bias ? bias[co] : 0.f);
+    else
+      new_partial[(b * cout + co) * tail + (u - TS)] = acc;
+  }
+}
+
+}  // namespace
+}  // namespace cuda
+
+using cuda::grid_for;
+using cuda::launch;
+
+void CudaBackend::conv1d(const Tensor& prev, const Tensor& x, const Tensor& w, const Tensor* bias, int cin, int cout,
+                         int kernel, int stride, int dilation, int groups, Tensor& y) {
+  impl_->enter(__func__);
+  cuda::Impl& im = *impl_;
+  const char* op = "conv1d";
+  const int64_t B = x.dim(0), T = x.dim(2), P = prev.numel() ? prev.dim(2) : 0, Tout = T / stride;
+  MOSHI_CHECK(x.dim(1) == cin && T % stride == 0 && P == (kernel - 1) * dilation + 1 - stride && y.dim(0) == B &&
+                  y.dim(1) == cout && y.dim(2) == Tout,
+              "conv1d: bad shapes x ", shape_str(x.shape()), " prev ", shape_str(prev.shape()), " y ",
+              shape_str(y.shape()));
+  MOSHI_CHECK(groups >= 1 && cin % groups == 0 && cout % groups == 0 &&
+                  w.numel() == static_cast<int64_t>(cout) * (cin / groups) * kernel,
+              "cuda conv1d: weight ", shape_str(w.shape()), " does not match ", cin, " -> ", cout, " channels, kernel ",
+              kernel, ", groups ", groups);
+  const float* px = cuda::f32_of(x, op, "input");
+  const float* pp = P ? cuda::f32_of(prev, op, "history") : nullptr;
+  const float* pw = cuda::f32_of(w, op, "weight");
+  const float* pb = bias ? cuda::f32_of(*bias, op, "bias") : nullptr;
+  float* py = cuda::f32_of(y, op, "output");
+  if (B * Tout * cout == 0) return;
+  if (groups != 1) {
+    launch(im, op, cuda::conv_grouped_kernel, dim3(grid_for(im, B * cout * Tout)), dim3(256), 0, pp, px, pw, pb, py,
+           B, int64_t{cin}, int64_t{cout}, P, T, int64_t{kernel}, Tout, stride, dilation, groups);
+    return;
+  }
+  const int64_t CK = static_cast<int64_t>(cin) * kernel;
+  const float* col = px;  // a pointwise conv without history reads x as it is
+  if (!(P == 0 && kernel == 1 && stride == 1)) {
+    float* c = im.ensure_t<float>(cuda::kCol, B * CK * Tout, op);
+    launch(im, op, cuda::im2col_kernel, dim3(grid_for(im, B * CK * Tout)), dim3(256), 0, pp, px, c, B, int64_t{cin},
+           P, T, int64_t{kernel}, Tout, stride, dilation);
+    col = c;
+  }
+  MOSHI_CHECK(CK <= INT32_MAX && Tout <= INT32_MAX && B <= INT32_MAX, "cuda conv1d: too large");
+  // Column-major view: y_b [Tout, Cout] (ld Tout) = col_b [Tout, CK] (ld Tout) · W [CK, Cout] (ld CK).
+  const float one = 1.f, zero = 0.f;
+  MOSHI_CUDA_CHECK(op, cublasGemmStridedBatchedEx(
+                           im.blas, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(Tout), cout, static_cast<int>(CK), &one,
+                           col, CUDA_R_32F, static_cast<int>(Tout), CK * Tout, pw, CUDA_R_32F, static_cast<int>(CK), 0,
+                           &zero, py, CUDA_R_32F, static_cast<int>(Tout), static_cast<int64_t>(cout) * Tout,
+                           static_cast<int>(B), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  if (pb)
+    launch(im, op, cuda::add_channel_bias_kernel, dim3(grid_for(im, B * cout * Tout)), dim3(256), 0, py, pb, B,
+           int64_t{cout}, Tout);
+}
+
+void CudaBackend::conv_history_update(Tensor& prev, const Tensor& x) {
+  if (prev.numel() == 0) return;
+  impl_->enter(__func__);
+  cuda::Impl& im = *impl_;
+  const char* op = "conv_history_update";
+  const int64_t B = x.dim(0), C = x.dim(1), T = x.dim(2), P = prev.dim(2);
+  MOSHI_CHECK(prev.dim(0) == B && prev.dim(1) == C, "conv_history_update: history ", shape_str(prev.shape()),
+              " does not match input ", shape_str(x.shape()));
+  float* pp = cuda::f32_of(prev, op, "history");
+  const float* px = cuda::f32_of(x, op, "input");
+  if (T >= P) {  // all from x: in place
+    launch(im, op, cuda::history_kernel, dim3(grid_for(im, B * C * P)), dim3(256), 0, pp, px, pp, B * C, P, T);
+    return;
+  }
+  float* tmp = im.ensure_t<float>(cuda::kTmp, B * C * P, op);
+  launch(im, op, cuda::history_kernel, dim3(grid_for(im, B * C * P)), dim3(256), 0, pp, px, tmp, B * C, P, T);
+  MOSHI_CUDA_CHECK(op, cudaMemcpyAsync(pp, tmp, prev.nbytes(), cudaMemcpyDeviceToDevice, im.stream));
+}
+
+void CudaBackend::conv_history_replicate(Tensor& prev, const Tensor& x, const std::vector<uint8_t>& first) {
+  if (prev.numel() == 0) return;
+  const int64_t B = x.dim(0), C = x.dim(1), T = x.dim(2), P = prev.dim(2);
+  MOSHI_CHECK(static_cast<int64_t>(first.size()) >= B && prev.dim(0) == B && prev.dim(1) == C && T > 0,
+              "conv_history_replicate: bad shapes");
+  bool any = false;
+  for (int64_t b = 0; b < B; ++b) any = any || first[b];
+  if (!any) return;
+  impl_->enter(__func__);
+  cuda::Impl& im = *impl_;
+  const char* op = "conv_history_replicate";
+  std::vector<int64_t> f(first.begin(), first.begin() + B);
+  const int64_t* pf = im.put_args({&f}, op);
+  launch(im, op, cuda::replicate_kernel, dim3(grid_for(im, B * C * P)), dim3(256), 0, cuda::f32_of(prev, op, "history"),
+         cuda::f32_of(x, op, "input"), pf, B, C, P, T);
+}
+
+void CudaBackend::conv_transpose1d(const Tensor& x, const Tensor& w, const Tensor* bias, int cin, int cout, int kernel,
+                                   int stride, int groups, Tensor& partial, Tensor& y) {
+  impl_->enter(__func__);
+  cuda::Impl& im = *impl_;
+  const char* op = "conv_transpose1d";
+  const int64_t B = x.dim(0), T = x.dim(2), tail = kernel - stride, full = (T - 1) * stride + kernel;
+  MOSHI_CHECK(x.dim(1) == cin && kernel >= stride && y.dim(0) == B && y.dim(1) == cout && y.dim(2) == T * stride &&
+                  partial.dim(2) == tail,
+              "conv_transpose1d: bad shapes x ", shape_str(x.shape()), " y ", shape_str(y.shape()));
+  MOSHI_CHECK(groups >= 1 && cin % groups == 0 && cout % groups == 0 &&
+                  w.numel() == static_cast<int64_t>(cin) * (cout / groups) * kernel,
+              "cuda conv_transpose1d: weight ", shape_str(w.shape()), " does not match ", cin, " -> ", cout,
+              " channels, kernel ", kernel, ", groups ", groups);
+  if (B * T == 0) return;
+  const float* px = cuda::f32_of(x, op, "input");
+  const float* pw = cuda::f32_of(w, op, "weight");
+  const float* pb = bias ? cuda::f32_of(*bias, op, "bias") : nullptr;
+  float* py = cuda::f32_of(y, op, "output");
+  float* ppart = tail ? cuda::f32_of(partial, op, "partial") : nullptr;
+  const float* z = nullptr;
+  if (groups == 1) {
+    const int64_t CK = static_cast<int64_t>(cout) * kernel;
+    MOSHI_CHECK(CK <= INT32_MAX && T <= INT32_MAX && B <= INT32_MAX, "cuda conv_transpose1d: too large");
+    float* zb = im.ensure_t<float>(cuda::kZ, B * T * CK, op);
+    // Column-major view: Z_b [CK, T] (ld CK) = W [CK, Cin] (ld CK) · x_bᵀ, x_b stored [T, Cin] (ld T).
+    const float one = 1.f, zero = 0.f;
+    MOSHI_CUDA_CHECK(op, cublasGemmStridedBatchedEx(
+                             im.blas, CUBLAS_OP_N, CUBLAS_OP_T, static_cast<int>(CK), static_cast<int>(T), cin, &one,
+                             pw, CUDA_R_32F, static_cast<int>(CK), 0, px, CUDA_R_32F, static_cast<int>(T),
+                             static_cast<int64_t>(cin) * T, &zero, zb, CUDA_R_32F, static_cast<int>(CK), T * CK,
+                             static_cast<int>(B), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    z = zb;
+  }
+  float* newp = tail ? im.ensure_t<float>(cuda::kTmp, B * cout * tail, op) : nullptr;
+  launch(im, op, cuda::convtr_overlap_kernel, dim3(grid_for(im, B * cout * full)), dim3(256), 0, z, px, pw, pb, ppart,
+         newp, py, B, int64_t{cin}, int64_t{cout}, T, int64_t{kernel}, stride, groups);
+  if (tail)
+    MOSHI_CUDA_CHECK(op, cudaMemcpyAsync(ppart, newp, static_cast<size_t>(B * cout * tail) * sizeof(float),
+                                         cudaMemcpyDeviceToDevice, im.stream));
+}
+
+}  // namespace moshi

@@ -1,0 +1,283 @@
+// Linear layers: y[N, out] = x[N, in] · wᵀ (+ bias) with w [out, in] f32 or bf16 and f32
+// activations and accumulation.
+//
+// Few rows (the LM's decoding step: N = batch) are bound by reading the weights once, so they
+// run a streaming GEMV: each warp owns R output rows and walks them with 16-byte loads that
+// bypass L1 (8 loads in flight per lane), the N activation rows are read through the read-only
+// cache and reused for the R weight rows, and lanes are summed with shuffles. When there are
+// too few rows to fill the GPU, the warps of a block split `in` and add their parts in shared
+// memory. Many rows go to cuBLAS (f32 compute, no TF32); cuBLAS has no bf16 x f32 product, so
+// bf16 weights are widened into f32 scratch a slice of rows at a time (few-row bf16 products
+// instead take several GEMV passes, which read less).
+#include <algorithm>
+
+#include "runtime/cuda/common.cuh"
+
+namespace moshi {
+namespace cuda {
+
+namespace {
+
+constexpr int kThreads = 256;  // 8 warps per block
+constexpr int kWarps = kThreads / 32;
+
+// Rows of x per GEMV pass; f32 beyond this goes to cuBLAS, bf16 takes several passes up to
+// kMaxGemvRowsBf16 (widening for cuBLAS costs ~5x the weight reads).
+constexpr int64_t kGemvRows = 8;
+constexpr int64_t kMaxGemvRowsBf16 = 32;
+// Largest f32 slice of widened bf16 weights handed to cuBLAS at once (64 MiB).
+constexpr int64_t kWideElems = int64_t{16} << 20;
+
+// 16 bytes of weights, read once: no L1 allocation (nothing reuses them within the kernel).
+__device__ __forceinline__ uint4 ld_stream(const uint4* p) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+
+// 16 bytes of weights as floats: 4 f32 or 8 bf16 (widened exactly).
+__device__ __forceinline__ void widen(const uint4& v, float (&f)[4], const float*) {
+  f[0] = __uint_as_float(v.x);
+  f[1] = __uint_as_float(v.y);
+  f[2] = __uint_as_float(v.z);
+  f[3] = __uint_as_float(v.w);
+}
+__device__ __forceinline__ void widen(const uint4& v, float (&f)[8], const uint16_t*) {
+  const uint32_t u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    f[2 * i] = __uint_as_float(u[i] << 16);
+    f[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
+  }
+}
+
+// VEC consecutive activations (16-byte aligned).
+template <int VEC>
+__device__ __forceinline__ void load_x(const float* p, float (&f)[VEC]) {
+#pragma unroll
+  for (int i = 0; i < VEC; i += 4) {
+    const float4 v = __ldg(reinterpret_cast<const float4*>(p + i));
+    f[i] = v.x;
+    f[i + 1] = v.y;
+    f[i + 2] = v.z;
+    f[i + 3] = v.w;
+  }
+}
+
+// Output rows per warp for NR activation rows: more rows per warp reuse each activation load
+// (which otherwise dominates the L1 traffic at larger NR) at the cost of fewer warps.
+__host__ __device__ constexpr int rows_per_warp(int nr) { return nr <= 2 ? 1 : nr <= 4 ? 2 : 4; }
+
+// Requires in % VEC == 0 and 16-byte aligned x and w. `ks` warps of a block share each group of
+// R rows, each taking a slice of `in` (ks divides kWarps).
+template <typename TW, int NR>
+__global__ void __launch_bounds__(kThreads, 2) gemv_kernel(const float* __restrict__ x, const TW* __restrict__ w,
+                                                        const float* __restrict__ bias, float* __restrict__ y,
+                                                        int64_t in, int64_t out, int ks) {
+  constexpr int VEC = 16 / sizeof(TW);
+  constexpr int R = rows_per_warp(NR);
+  // R·U loads of 16 bytes in flight per lane: 8, or 4 for bf16 with 4 rows per warp, whose
+  // widened weights would otherwise push the kernel past 128 registers (2 blocks per SM).
+  constexpr int U = sizeof(TW) == 2 && R == 4 ? 1 : 8 / R;
+  __shared__ float part[kWarps][R][NR];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int groups = kWarps / ks, g = warp / ks, s = warp % ks;
+  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * groups + g) * R;
+  const int64_t nchunks = in / VEC, per = (nchunks + ks - 1) / ks;
+  const int64_t c_begin = s * per, c_end = min(nchunks, c_begin + per);
+  const uint4* wr[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const int64_t o = min(row0 + r, out - 1);  // rows past the end read the last row; not written
+    wr[r] = reinterpret_cast<const uint4*>(w + o * in);
+  }
+  float acc[R][NR];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int n = 0; n < NR; ++n) acc[r][n] = 0.f;
+
+  for (int64_t c = c_begin + lane; c < c_end; c += 32 * U) {
+    uint4 wv[U][R];
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+        wv[u][r] = c + 32 * u < c_end ? ld_stream(wr[r] + c + 32 * u) : make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t cc = c + 32 * u;
+      if (cc < c_end) {
+        float wf[R][VEC];
+#pragma unroll
+        for (int r = 0; r < R; ++r) widen(wv[u][r], wf[r], static_cast<const TW*>(nullptr));
+#pragma unroll
+        for (int n = 0; n < NR; ++n) {
+          float xv[VEC];
+          load_x<VEC>(x + n * in + cc * VEC, xv);
+#pragma unroll
+          for (int r = 0; r < R; ++r)
+#pragma unroll
+            for (int e = 0; e < VEC; ++e) acc[r][n] = fmaf(wf[r][e], xv[e], acc[r][n]);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int n = 0; n < NR; ++n) acc[r][n] = warp_sum(acc[r][n]);
+
+  if (ks == 1) {  // uniform over the block
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int n = 0; n < NR; ++n)
+        if (lane == (r * NR + n) % 32 && row0 + r < out)
+          y[n * out + row0 + r] = acc[r][n] + (bias ? bias[row0 + r] : 0.f);
+    return;
+  }
+  if (lane == 0)
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int n = 0; n < NR; ++n) part[warp][r][n] = acc[r][n];
+  __syncthreads();
+  if (s == 0) {
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int n = 0; n < NR; ++n)
+        if (lane == (r * NR + n) % 32 && row0 + r < out) {
+          float t = 0.f;
+          for (int k = 0; k < ks; ++k) t += part[warp + k][r][n];
+          y[n * out + row0 + r] = t + (bias ? bias[row0 + r] : 0.f);
+        }
+  }
+}
+
+// Any shape or alignment (small odd layers): one warp per output row, scalar loads.
+template <typename TW>
+__global__ void gemv_any_kernel(const float* __restrict__ x, const TW* __restrict__ w, const float* __restrict__ bias,
+                                float* __restrict__ y, int64_t N, int64_t in, int64_t out) {
+  const int lane = threadIdx.x & 31;
+  const int64_t o = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  if (o >= out) return;
+  const TW* wr = w + o * in;
+  for (int64_t n = 0; n < N; ++n) {
+    float acc = 0.f;
+    for (int64_t i = lane; i < in; i += 32) acc = fmaf(load_widen(wr + i), x[n * in + i], acc);
+    acc = warp_sum(acc);
+    if (lane == 0) y[n * out + o] = acc + (bias ? bias[o] : 0.f);
+  }
+}
+
+__global__ void widen_bf16_kernel(const uint16_t* __restrict__ src, float* __restrict__ dst, int64_t n) {
+  MOSHI_GRID_STRIDE(i, n) dst[i] = bf16_bits_to_f32(src[i]);
+}
+
+__global__ void add_bias_kernel(float* __restrict__ y, const float* __restrict__ bias, int64_t N, int64_t out) {
+  MOSHI_GRID_STRIDE(i, N * out) y[i] += bias[i % out];
+}
+
+template <typename TW, int NR>
+void launch_gemv(Impl& im, const float* x, const TW* w, const float* bias, float* y, int64_t in, int64_t out,
+                 const char* op) {
+  constexpr int VEC = 16 / sizeof(TW);
+  constexpr int R = rows_per_warp(NR);
+  const int64_t row_groups = (out + R - 1) / R, nchunks = in / VEC;
+  // Split `in` over the warps of a block while there are too few row groups for ~16 warps per
+  // SM, keeping at least 2 loads per lane in each slice.
+  const int64_t target = static_cast<int64_t>(im.sms) * 16;
+  int ks = 1;
+  while (ks < kWarps && row_groups * ks < target && nchunks / (ks * 2) >= 64) ks *= 2;
+  const int64_t groups = kWarps / ks, blocks = (row_groups + groups - 1) / groups;
+  launch(im, op, gemv_kernel<TW, NR>, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, x, w, bias, y, in,
+         out, ks);
+}
+
+template <typename TW>
+void gemv_rows(Impl& im, const float* x, int64_t N, const TW* w, const float* bias, float* y, int64_t in,
+               int64_t out, const char* op) {
+  constexpr int VEC = 16 / sizeof(TW);
+  const bool fast = in % VEC == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                    reinterpret_cast<uintptr_t>(w) % 16 == 0;
+  if (!fast) {
+    launch(im, op, gemv_any_kernel<TW>, dim3(static_cast<unsigned>((out + kWarps - 1) / kWarps)), dim3(kThreads), 0,
+           x, w, bias, y, N, in, out);
+    return;
+  }
+  for (int64_t n0 = 0; n0 < N; n0 += kGemvRows) {
+    const int64_t nr = std::min<int64_t>(kGemvRows, N - n0);
+    const float* xs = x + n0 * in;
+    float* ys = y + n0 * out;
+    switch (nr) {
+      case 1: launch_gemv<TW, 1>(im, xs, w, bias, ys, in, out, op); break;
+      case 2: launch_gemv<TW, 2>(im, xs, w, bias, ys, in, out, op); break;
+      case 3: launch_gemv<TW, 3>(im, xs, w, bias, ys, in, out, op); break;
+      case 4: launch_gemv<TW, 4>(im, xs, w, bias, ys, in, out, op); break;
+      case 5: launch_gemv<TW, 5>(im, xs, w, bias, ys, in, out, op); break;
+      case 6: launch_gemv<TW, 6>(im, xs, w, bias, ys, in, out, op); break;
+      case 7: launch_gemv<TW, 7>(im, xs, w, bias, ys, in, out, op); break;
+      default: launch_gemv<TW, 8>(im, xs, w, bias, ys, in, out, op); break;
+    }
+  }
+}
+
+// cuBLAS is column-major: y row-major [N, out] is yᵀ [out, N] column-major (ld out), so
+// yᵀ = W · xᵀ with W row-major [out, in] read transposed (ld in) and xᵀ [in, N] (ld in).
+void sgemm_rows(Impl& im, const float* x, int64_t N, const float* w, float* y, int64_t in, int64_t rows, int64_t ldy,
+                const char* op) {
+  const float one = 1.f, zero = 0.f;
+  MOSHI_CUDA_CHECK(op, cublasGemmEx(im.blas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(rows), static_cast<int>(N),
+                                    static_cast<int>(in), &one, w, CUDA_R_32F, static_cast<int>(in), x, CUDA_R_32F,
+                                    static_cast<int>(in), &zero, y, CUDA_R_32F, static_cast<int>(ldy),
+                                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+}  // namespace
+
+void matmul(Impl& im, const float* x, int64_t N, const Tensor& w, const float* bias, float* y, const char* op) {
+  const int64_t out = w.dim(0), in = w.dim(1);
+  if (N <= 0 || out <= 0) return;
+  MOSHI_CHECK(N <= INT32_MAX && in <= INT32_MAX && out <= INT32_MAX, "cuda ", op, ": product too large");
+  const bool bf16 = w.dtype() == DType::BF16;
+  if (bf16 && N <= kMaxGemvRowsBf16)
+    return gemv_rows(im, x, N, w.ptr<uint16_t>(), bias, y, in, out, op);
+  if (!bf16 && N <= kGemvRows) return gemv_rows(im, x, N, w.f32(), bias, y, in, out, op);
+  if (bf16) {
+    const int64_t slice = std::max<int64_t>(1, std::min(out, kWideElems / std::max<int64_t>(in, 1)));
+    float* wide = im.ensure_t<float>(kWideW, slice * in, op);
+    for (int64_t o0 = 0; o0 < out; o0 += slice) {
+      const int64_t rows = std::min(slice, out - o0);
+      launch(im, op, widen_bf16_kernel, dim3(grid_for(im, rows * in)), dim3(256), 0, w.ptr<uint16_t>() + o0 * in,
+             wide, rows * in);
+      sgemm_rows(im, x, N, wide, y + o0, in, rows, out, op);
+    }
+  } else {
+    sgemm_rows(im, x, N, w.f32(), y, in, out, out, op);
+  }
+  if (bias) launch(im, op, add_bias_kernel, dim3(grid_for(im, N * out)), dim3(256), 0, y, bias, N, out);
+}
+
+}  // namespace cuda
+
+void CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
+  impl_->enter(__func__);
+  cuda::need_cuda(w, "linear", "weight");
+  MOSHI_CHECK(w.ndim() == 2 && (w.dtype() == DType::F32 || w.dtype() == DType::BF16),
+              "cuda linear: weight ", shape_str(w.shape()), " is not a prepared linear weight");
+  const int64_t out = w.dim(0), in = w.dim(1), N = in ? x.numel() / in : 0;
+  MOSHI_CHECK(x.numel() == N * in && y.numel() == N * out, "linear: shapes ", shape_str(x.shape()), " x ",
+              shape_str(w.shape()), " -> ", shape_str(y.shape()));
+  const float* pb = nullptr;
+  if (bias) {
+    pb = cuda::f32_of(*bias, "linear", "bias");
+    MOSHI_CHECK(bias->numel() == out, "cuda linear: bias of ", bias->numel(), " for ", out, " outputs");
+  }
+  cuda::matmul(*impl_, cuda::f32_of(x, "linear", "input"), N, w, pb, cuda::f32_of(y, "linear", "output"), "linear");
+}
+
+}  // namespace moshi

@@ -1,0 +1,71 @@
+// LayerNorm and RMSNorm over the last dimension: one block per row, f32 statistics summed per
+// thread then across the block (a tree, so rounding grows like log C rather than C).
+#include "runtime/cuda/common.cuh"
+
+namespace moshi {
+namespace cuda {
+namespace {
+
+// Threads per row: enough to cover C in a few strides, at most 1024.
+int norm_threads(int64_t C) {
+  int t = 32;
+  while (t < 1024 && t * 4 < C) t *= 2;
+  return t;
+}
+
+// x and y may be the same tensor: each thread reads its elements before writing them.
+__global__ void layer_norm_kernel(const float* x, const float* __restrict__ w, const float* __restrict__ b, float eps,
+                                  float* y, int64_t C) {
+  __shared__ float red[32];
+  const float* r = x + blockIdx.x * C;
+  float s = 0.f;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) s += r[c];
+  const float mean = block_sum(s, red) / static_cast<float>(C);
+  float v = 0.f;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    const float d = r[c] - mean;
+    v += d * d;
+  }
+  const float var = block_sum(v, red) / static_cast<float>(C);
+  const float inv = 1.f / sqrtf(var + eps);
+  float* o = y + blockIdx.x * C;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) o[c] = (r[c] - mean) * inv * w[c] + b[c];
+}
+
+__global__ void rms_norm_kernel(const float* x, const float* __restrict__ alpha, float eps, float* y, int64_t C) {
+  __shared__ float red[32];
+  const float* r = x + blockIdx.x * C;
+  float s = 0.f;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) s += r[c] * r[c];
+  const float inv = 1.f / sqrtf(block_sum(s, red) / static_cast<float>(C) + eps);
+  float* o = y + blockIdx.x * C;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) o[c] = r[c] * (alpha[c] * inv);
+}
+
+}  // namespace
+}  // namespace cuda
+
+void CudaBackend::layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& y) {
+  impl_->enter(__func__);
+  const char* op = "layer_norm";
+  const int64_t C = w.numel(), N = C ? x.numel() / C : 0;
+  MOSHI_CHECK(C > 0 && x.numel() == N * C && y.numel() == x.numel() && b.numel() == C, "layer_norm: shapes x ",
+              shape_str(x.shape()), " weight ", shape_str(w.shape()), " y ", shape_str(y.shape()));
+  MOSHI_CHECK(N <= INT32_MAX, "cuda layer_norm: too many rows");
+  cuda::launch(*impl_, op, cuda::layer_norm_kernel, dim3(static_cast<unsigned>(N)), dim3(cuda::norm_threads(C)), 0,
+               cuda::f32_of(x, op, "input"), cuda::f32_of(w, op, "weight"), cuda::f32_of(b, op, "bias"), eps,
+               cuda::f32_of(y, op, "output"), C);
+}
+
+void CudaBackend::rms_norm(const Tensor& x, const Tensor& alpha, float eps, Tensor& y) {
+  impl_->enter(__func__);
+  const char* op = "rms_norm";
+  const int64_t C = alpha.numel(), N = C ? x.numel() / C : 0;
+  MOSHI_CHECK(C > 0 && x.numel() == N * C && y.numel() == x.numel(), "rms_norm: shapes x ", shape_str(x.shape()),
+              " alpha ", shape_str(alpha.shape()), " y ", shape_str(y.shape()));
+  MOSHI_CHECK(N <= INT32_MAX, "cuda rms_norm: too many rows");
+  cuda::launch(*impl_, op, cuda::rms_norm_kernel, dim3(static_cast<unsigned>(N)), dim3(cuda::norm_threads(C)), 0,
+               cuda::f32_of(x, op, "input"), cuda::f32_of(alpha, op, "alpha"), eps, cuda::f32_of(y, op, "output"), C);
+}
+
+}  // namespace moshi

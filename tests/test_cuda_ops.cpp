@@ -1,0 +1,555 @@
+// The CUDA backend against the CPU backend (the oracle), op by op on random inputs over a sweep
+// of shapes that includes Moshi's and Mimi's (kernel 7, strides 4/5/6/8, FFN hidden 11264 and
+// 2816, dims 4096/1024/512, head_dim 64/128, windows that wrap the ring, kv_repeat 2, f32 and
+// bf16 weights, 1..64 rows), then whole golden cases on the GPU, then error paths.
+// Every test is skipped, with the reason printed, when the machine has no CUDA device.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "moshi/verify.h"
+#include "runtime/backend.h"
+
+using namespace moshi;
+
+#ifdef MOSHI_HAVE_CUDA
+#include <thread>
+
+#include "runtime/cpu/cpu_backend.h"
+
+namespace {
+
+// Tolerances: max |cuda - cpu| / max |cpu| over an output tensor.
+namespace tol {
+constexpr double kMove = 0.0;        // copies, transposes, cache writes, lookups, codes: bit-exact
+constexpr double kPointwise = 1e-6;  // one libm function per element (CUDA's and glibc's differ by an ulp)
+constexpr double kRope = 2e-6;       // cos/sin of angles up to a few thousand radians
+constexpr double kSum = 1e-4;        // sums in another order: products, convs, norms, attention (bf16
+                                     // weights too: both backends widen the same bf16 values to f32)
+}  // namespace tol
+
+// The CUDA backend, made once; null (with the reason) when there is no usable device. Never
+// destroyed: tearing CUDA state down from a static destructor races the runtime's own exit.
+std::shared_ptr<Backend> gpu_backend(std::string* why) {
+  static std::string reason;
+  static auto* be = new std::shared_ptr<Backend>([] {
+    try {
+      BackendOptions o;
+      o.device = "cuda";
+      return make_backend(o);
+    } catch (const Error& e) {
+      reason = e.what();
+      return std::shared_ptr<Backend>();
+    }
+  }());
+  *why = reason;
+  return *be;
+}
+
+CpuBackend& cpu_backend() {
+  static CpuBackend be(std::max(1, static_cast<int>(std::thread::hardware_concurrency())));
+  return be;
+}
+
+// Deterministic fast uniform values in [-scale, scale) (the big weights have ~10^8 entries).
+Tensor rand_t(const Shape& s, uint64_t seed, float scale = 1.f, float offset = 0.f) {
+  Tensor t = Tensor::zeros_f32(s);
+  uint64_t z = seed * 0x9e3779b97f4a7c15ull + 1;
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    z ^= z << 13, z ^= z >> 7, z ^= z << 17;
+    t.f32()[i] = offset + scale * (static_cast<float>(z >> 40) / static_cast<float>(1 << 23) - 1.f);
+  }
+  return t;
+}
+Tensor to_bf16(const Tensor& f) {
+  Tensor t = Tensor::zeros(DType::BF16, f.shape());
+  for (int64_t i = 0; i < f.numel(); ++i) t.ptr<uint16_t>()[i] = f32_to_bf16(f.f32()[i]);
+  return t;
+}
+
+Tensor up(Backend& g, const Tensor& h) {
+  Tensor t = g.empty(h.dtype(), h.shape());
+  g.upload(t, h.data());
+  return t;
+}
+Tensor down(Backend& g, const Tensor& d) {
+  Tensor t = Tensor::zeros(d.dtype(), d.shape());
+  g.download(d, t.data());
+  return t;
+}
+
+// max |got - ref| / max |ref| (f32) or the fraction of differing elements (i64); NaN counts as
+// infinitely wrong.
+double rel_err(const Tensor& got, const Tensor& ref) {
+  EXPECT_EQ(got.numel(), ref.numel());
+  if (ref.dtype() == DType::I64) {
+    int64_t bad = 0;
+    for (int64_t i = 0; i < ref.numel(); ++i) bad += got.i64()[i] != ref.i64()[i];
+    return ref.numel() ? static_cast<double>(bad) / ref.numel() : 0.0;
+  }
+  double md = 0, mr = 0;
+  for (int64_t i = 0; i < ref.numel(); ++i) {
+    const double a = got.f32()[i], b = ref.f32()[i];
+    if (std::isnan(a) != std::isnan(b)) return INFINITY;
+    if (!std::isnan(b)) md = std::max(md, std::fabs(a - b)), mr = std::max(mr, std::fabs(b));
+  }
+  return md == 0 ? 0.0 : md / std::max(mr, 1e-30);
+}
+
+// One tensor on each backend: the CPU's (host) and the GPU's (device).
+struct Pair {
+  Tensor c, g;
+};
+
+class CudaOps : public testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why;
+    gpu_ = gpu_backend(&why);
+    if (!gpu_) GTEST_SKIP() << "no CUDA device: " << why;
+  }
+  Backend& G() { return *gpu_; }
+  CpuBackend& C() { return cpu_backend(); }
+  Pair both(const Tensor& host) { return {host.clone(), up(G(), host)}; }
+  Pair zeros(const Shape& s, DType dt = DType::F32) { return {Tensor::zeros(dt, s), G().empty(dt, s)}; }
+  double err(const Pair& p) { return rel_err(down(G(), p.g), p.c); }
+  std::shared_ptr<Backend> gpu_;
+};
+
+TEST_F(CudaOps, LinearMatchesCpu) {
+  struct S {
+    int64_t in, out;
+  };
+  const S shapes[] = {{4096, 4096}, {4096, 2 * 11264}, {11264, 4096}, {1024, 2 * 2816}, {2816, 1024}, {512, 1536},
+                      {512, 2048},  {256, 2048},       {33, 65},      {37, 5},          {44, 16},     {16, 1},
+                      {7, 4}};
+  const int64_t rows[] = {1, 2, 3, 5, 8, 16, 64};
+  uint64_t seed = 1;
+  for (const S& s : shapes)
+    for (DType dt : {DType::F32, DType::BF16}) {
+      Tensor wf = rand_t({s.out, s.in}, seed++, 1.f / std::sqrt(static_cast<float>(s.in)));
+      const Tensor w = dt == DType::BF16 ? to_bf16(wf) : wf;
+      const Pair pw{C().prepare_linear(w), G().prepare_linear(w)};
+      const Pair bias = both(rand_t({s.out}, seed++));
+      for (int64_t N : rows) {
+        if (s.in * s.out > (int64_t{1} << 24) && (N == 3 || N == 5)) continue;  // keep the big ones quick
+        for (bool with_bias : {false, true}) {
+          SCOPED_TRACE(testing::Message() << "N " << N << " in " << s.in << " out " << s.out << " "
+                                          << dtype_name(dt) << (with_bias ? " +bias" : ""));
+          const Pair x = both(rand_t({N, s.in}, seed++));
+          Pair y = zeros({N, s.out});
+          C().linear(x.c, pw.c, with_bias ? &bias.c : nullptr, y.c);
+          G().linear(x.g, pw.g, with_bias ? &bias.g : nullptr, y.g);
+          EXPECT_LE(err(y), tol::kSum);
+        }
+      }
+    }
+}
+
+TEST_F(CudaOps, Conv1dStreamsLikeCpu) {
+  struct S {
+    int B, cin, cout, K, stride, dil, groups, T;
+    bool replicate;
+  };
+  const S shapes[] = {{1, 1, 4, 7, 1, 1, 1, 1920, true},   {2, 8, 8, 3, 1, 2, 1, 40, false},
+                      {1, 16, 32, 8, 4, 1, 1, 32, false},  {1, 32, 64, 10, 5, 1, 1, 40, true},
+                      {2, 64, 128, 12, 6, 1, 1, 36, false}, {1, 128, 256, 16, 8, 1, 1, 32, false},
+                      {1, 512, 512, 4, 2, 1, 1, 8, false},  {2, 16, 16, 3, 1, 1, 16, 10, false},
+                      {1, 8, 12, 3, 1, 1, 4, 20, true},     {1, 64, 32, 7, 1, 1, 1, 2, false},
+                      {2, 6, 5, 1, 1, 1, 1, 9, false},      {1, 512, 1024, 3, 1, 1, 1, 4, false}};
+  uint64_t seed = 100;
+  for (const S& s : shapes)
+    for (bool with_bias : {false, true}) {
+      SCOPED_TRACE(testing::Message() << "B " << s.B << " " << s.cin << "->" << s.cout << " K " << s.K << " stride "
+                                      << s.stride << " dil " << s.dil << " groups " << s.groups << " T " << s.T);
+      const Tensor w = rand_t({s.cout, s.cin / s.groups, s.K}, seed++, 0.3f);
+      const Pair pw{C().prepare_conv(w, s.groups), G().prepare_conv(w, s.groups)};
+      const Pair b = both(rand_t({s.cout}, seed++));
+      const int64_t P = (s.K - 1) * s.dil + 1 - s.stride;
+      Pair prev = zeros({s.B, s.cin, P});
+      for (int call = 0; call < 3; ++call) {
+        const Pair x = both(rand_t({s.B, s.cin, s.T}, seed++));
+        Pair y = zeros({s.B, s.cout, s.T / s.stride});
+        if (s.replicate) {
+          std::vector<uint8_t> first(s.B, call == 0 ? 1 : 0);
+          C().conv_history_replicate(prev.c, x.c, first);
+          G().conv_history_replicate(prev.g, x.g, first);
+        }
+        C().conv1d(prev.c, x.c, pw.c, with_bias ? &b.c : nullptr, s.cin, s.cout, s.K, s.stride, s.dil, s.groups, y.c);
+        G().conv1d(prev.g, x.g, pw.g, with_bias ? &b.g : nullptr, s.cin, s.cout, s.K, s.stride, s.dil, s.groups, y.g);
+        C().conv_history_update(prev.c, x.c);
+        G().conv_history_update(prev.g, x.g);
+        EXPECT_LE(err(y), tol::kSum) << "call " << call;
+        if (P) {
+          EXPECT_EQ(err(prev), tol::kMove) << "call " << call;
+        }
+      }
+    }
+}
+
+TEST_F(CudaOps, ConvTranspose1dStreamsLikeCpu) {
+  struct S {
+    int B, cin, cout, K, stride, groups, T;
+  };
+  const S shapes[] = {{1, 32, 16, 8, 4, 1, 5},  {2, 64, 32, 10, 5, 1, 3}, {1, 16, 8, 12, 6, 1, 4},
+                      {1, 32, 16, 16, 8, 1, 2}, {2, 32, 32, 4, 2, 32, 6}, {1, 8, 12, 6, 3, 4, 5},
+                      {1, 4, 4, 2, 2, 1, 3},    {1, 512, 512, 4, 2, 512, 1}, {1, 1024, 512, 16, 8, 1, 1}};
+  uint64_t seed = 200;
+  for (const S& s : shapes)
+    for (bool with_bias : {false, true}) {
+      SCOPED_TRACE(testing::Message() << "B " << s.B << " " << s.cin << "->" << s.cout << " K " << s.K << " stride "
+                                      << s.stride << " groups " << s.groups << " T " << s.T);
+      const Tensor w = rand_t({s.cin, s.cout / s.groups, s.K}, seed++, 0.3f);
+      const Pair pw{C().prepare_conv_transpose(w, s.groups), G().prepare_conv_transpose(w, s.groups)};
+      const Pair b = both(rand_t({s.cout}, seed++));
+      Pair partial = zeros({s.B, s.cout, s.K - s.stride});
+      for (int call = 0; call < 3; ++call) {
+        const Pair x = both(rand_t({s.B, s.cin, s.T}, seed++));
+        Pair y = zeros({s.B, s.cout, s.T * s.stride});
+        C().conv_transpose1d(x.c, pw.c, with_bias ? &b.c : nullptr, s.cin, s.cout, s.K, s.stride, s.groups, partial.c,
+                             y.c);
+        G().conv_transpose1d(x.g, pw.g, with_bias ? &b.g : nullptr, s.cin, s.cout, s.K, s.stride, s.groups, partial.g,
+                             y.g);
+        EXPECT_LE(err(y), tol::kSum) << "call " << call;
+        if (s.K > s.stride) {
+          EXPECT_LE(err(partial), tol::kSum) << "call " << call;
+        }
+      }
+    }
+}
+
+TEST_F(CudaOps, ElementwiseMatchCpu) {
+  uint64_t seed = 300;
+  for (int64_t n : {int64_t{1}, int64_t{37}, int64_t{3 * 4096}, int64_t{100003}}) {
+    SCOPED_TRACE(testing::Message() << "n " << n);
+    const Tensor h = rand_t({n}, seed++, 4.f);
+    {  // elu out of place and in place
+      const Pair x = both(h);
+      Pair y = zeros({n});
+      C().elu(x.c, y.c);
+      G().elu(x.g, y.g);
+      EXPECT_LE(err(y), tol::kPointwise);
+      Pair z = both(h);
+      C().elu(z.c, z.c);
+      G().elu(z.g, z.g);
+      EXPECT_LE(err(z), tol::kPointwise);
+    }
+    for (Act a : {Act::Identity, Act::Gelu, Act::Silu, Act::Relu, Act::Sigmoid, Act::Tanh, Act::Elu}) {
+      Pair x = both(h);
+      C().activation(x.c, a);
+      G().activation(x.g, a);
+      EXPECT_LE(err(x), tol::kPointwise) << "act " << static_cast<int>(a);
+      if (n % 2) continue;
+      const Pair g2 = both(h);
+      Pair y = zeros({n / 2});
+      C().gated_activation(g2.c.reshape({1, n}), a, y.c);
+      G().gated_activation(g2.g.reshape({1, n}), a, y.g);
+      EXPECT_LE(err(y), tol::kPointwise) << "gated act " << static_cast<int>(a);
+    }
+    const Pair a = both(h), b = both(rand_t({n}, seed++));
+    Pair y = zeros({n});
+    C().add(a.c, b.c, y.c);
+    G().add(a.g, b.g, y.g);
+    EXPECT_EQ(err(y), tol::kMove);
+    Pair x1 = both(h), x2 = both(h);
+    C().add_scaled(x1.c, b.c, nullptr);
+    G().add_scaled(x1.g, b.g, nullptr);
+    EXPECT_EQ(err(x1), tol::kMove);
+    if (n % 4096 == 0) {  // per-channel scale over the last dimension
+      const Pair sc = both(rand_t({4096}, seed++, 0.01f));
+      C().add_scaled(x2.c, b.c, &sc.c);
+      G().add_scaled(x2.g, b.g, &sc.g);
+      EXPECT_LE(err(x2), tol::kPointwise);
+    }
+  }
+  for (Shape s : {Shape{2, 33, 70}, Shape{1, 512, 1}, Shape{3, 1, 1920}, Shape{1, 512, 250}}) {
+    SCOPED_TRACE(shape_str(s));
+    const Pair x = both(rand_t(s, seed++));
+    Pair y = zeros({s[0], s[2], s[1]}), back = zeros(s);
+    C().transpose_ct(x.c, y.c);
+    G().transpose_ct(x.g, y.g);
+    EXPECT_EQ(err(y), tol::kMove);
+    C().transpose_tc(y.c, back.c);
+    G().transpose_tc(y.g, back.g);
+    EXPECT_EQ(err(back), tol::kMove);
+  }
+}
+
+TEST_F(CudaOps, NormsMatchCpu) {
+  uint64_t seed = 400;
+  for (int64_t Cn : {int64_t{4096}, int64_t{1024}, int64_t{512}, int64_t{33}, int64_t{16}})
+    for (int64_t N : {int64_t{1}, int64_t{3}, int64_t{64}}) {
+      SCOPED_TRACE(testing::Message() << "N " << N << " C " << Cn);
+      const Pair x = both(rand_t({N, Cn}, seed++, 2.f, 0.5f));  // off-centre: the variance must subtract the mean
+      const Pair w = both(rand_t({Cn}, seed++)), b = both(rand_t({Cn}, seed++));
+      Pair y = zeros({N, Cn}), z = zeros({N, Cn});
+      C().layer_norm(x.c, w.c, b.c, 1e-5f, y.c);
+      G().layer_norm(x.g, w.g, b.g, 1e-5f, y.g);
+      EXPECT_LE(err(y), tol::kSum);
+      C().rms_norm(x.c, w.c, 1e-8f, z.c);
+      G().rms_norm(x.g, w.g, 1e-8f, z.g);
+      EXPECT_LE(err(z), tol::kSum);
+    }
+}
+
+TEST_F(CudaOps, EmbeddingAndSinPositionsMatchCpu) {
+  uint64_t seed = 500;
+  for (int64_t D : {int64_t{4096}, int64_t{1024}, int64_t{16}})
+    for (DType dt : {DType::F32, DType::BF16}) {
+      SCOPED_TRACE(testing::Message() << "D " << D << " " << dtype_name(dt));
+      const int64_t V = 2049;
+      const Tensor tf = rand_t({V, D}, seed++);
+      const Tensor tab = dt == DType::BF16 ? to_bf16(tf) : tf;
+      const Pair t{C().prepare_embedding(tab), G().prepare_embedding(tab)};
+      const std::vector<int64_t> ids = {5, -1, 0, V - 1, -2, 1234, 5};
+      Pair out = both(rand_t({7, D}, seed++));
+      for (bool acc : {true, false}) {
+        C().embedding(t.c, ids, out.c, acc);
+        G().embedding(t.g, ids, out.g, acc);
+        EXPECT_EQ(err(out), tol::kMove) << "accumulate " << acc;
+      }
+    }
+  for (int64_t Cn : {int64_t{512}, int64_t{32}, int64_t{6}}) {
+    SCOPED_TRACE(testing::Message() << "C " << Cn);
+    const std::vector<int64_t> pos = {0, 1, 17, 250, 2999, 3000};
+    Pair x = both(rand_t({6, Cn}, seed++));
+    for (float scale : {1.f, 0.5f}) {
+      C().sin_embedding_add(x.c, pos, 10000.f, scale);
+      G().sin_embedding_add(x.g, pos, 10000.f, scale);
+    }
+    EXPECT_LE(err(x), tol::kRope);
+  }
+}
+
+TEST_F(CudaOps, RopeMatchesCpu) {
+  uint64_t seed = 600;
+  const AttnShape shapes[] = {{32, 32, 128}, {16, 16, 64}, {8, 4, 64}, {4, 4, 8}};
+  for (const AttnShape& sh : shapes)
+    for (bool interleaved : {true, false}) {
+      SCOPED_TRACE(testing::Message() << sh.heads << "/" << sh.kv_heads << " heads of " << sh.head_dim
+                                      << (interleaved ? " interleaved" : " concat"));
+      const std::vector<int64_t> pos = {0, 3, 250, 2999, 3500};
+      Pair qkv = both(rand_t({5, sh.row()}, seed++));
+      C().rope(qkv.c, sh, 10000.f, interleaved, pos);
+      G().rope(qkv.g, sh, 10000.f, interleaved, pos);
+      EXPECT_LE(err(qkv), tol::kRope);
+    }
+}
+
+TEST_F(CudaOps, KvWriteWrapsTheRing) {
+  const AttnShape sh{8, 4, 64};
+  const int B = 2, T = 3, cap = 5;
+  Pair k = zeros({B, cap, sh.kv_heads, sh.head_dim}), v = zeros({B, cap, sh.kv_heads, sh.head_dim});
+  KvCache cc{k.c, v.c, cap}, cg{k.g, v.g, cap};
+  uint64_t seed = 700;
+  for (int64_t start : {0, 3, 7}) {
+    std::vector<int64_t> pos;
+    for (int b = 0; b < B; ++b)
+      for (int t = 0; t < T; ++t) pos.push_back(start + t + 2 * b);
+    const Pair qkv = both(rand_t({B * T, sh.row()}, seed++));
+    C().kv_write(cc, qkv.c, sh, B, pos);
+    G().kv_write(cg, qkv.g, sh, B, pos);
+    EXPECT_EQ(err(k), tol::kMove);
+    EXPECT_EQ(err(v), tol::kMove);
+  }
+}
+
+TEST_F(CudaOps, AttentionMatchesCpu) {
+  struct S {
+    const char* what;
+    int B, T;
+    AttnShape sh;
+    int64_t cap;
+    std::vector<int64_t> pos, lo;  // per stream: the first query's position and window start
+  };
+  const S cases[] = {
+      {"LM step, 3000-key window wrapping the ring", 1, 1, {32, 32, 128}, 3001, {4500}, {1501}},
+      {"depformer-like, kv_repeat 2", 2, 1, {16, 8, 64}, 300, {310, 99}, {61, 0}},
+      {"Mimi-like block of 6 steps, context 250", 1, 6, {8, 8, 64}, 256, {1000}, {751}},
+      {"prefill, tiny heads", 2, 16, {4, 2, 8}, 40, {30, 0}, {15, -15}},
+      {"head_dim 100 (not a multiple of 32)", 1, 2, {2, 2, 100}, 64, {70}, {20}},
+      {"head_dim 256", 1, 1, {2, 1, 256}, 512, {600}, {100}},
+      {"negative window start", 1, 1, {4, 4, 64}, 16, {3}, {-5}},
+      {"8000 keys, 8 query heads per kv head", 1, 1, {8, 1, 128}, 8192, {9000}, {1001}},
+  };
+  uint64_t seed = 800;
+  for (const S& s : cases) {
+    SCOPED_TRACE(s.what);
+    const int64_t rows = s.B * s.T;
+    const Pair k = both(rand_t({s.B, s.cap, s.sh.kv_heads, s.sh.head_dim}, seed++, 2.f));
+    const Pair v = both(rand_t({s.B, s.cap, s.sh.kv_heads, s.sh.head_dim}, seed++));
+    const Pair qkv = both(rand_t({rows, s.sh.row()}, seed++, 2.f));
+    std::vector<int64_t> pos, lo;
+    for (int b = 0; b < s.B; ++b)
+      for (int t = 0; t < s.T; ++t) {
+        pos.push_back(s.pos[b] + t);
+        lo.push_back(s.lo[b] + (s.lo[b] > 0 ? t : 0));
+      }
+    Pair out = zeros({rows, static_cast<int64_t>(s.sh.heads) * s.sh.head_dim});
+    C().attention(qkv.c, KvCache{k.c, v.c, s.cap}, s.sh, s.B, pos, lo, out.c);
+    G().attention(qkv.g, KvCache{k.g, v.g, s.cap}, s.sh, s.B, pos, lo, out.g);
+    EXPECT_LE(err(out), tol::kSum);
+  }
+}
+
+TEST_F(CudaOps, VqEncodeDecodeMatchCpu) {
+  uint64_t seed = 900;
+  struct S {
+    int64_t N, D, bins;
+  };
+  for (const S& s : {S{1, 256, 2048}, S{7, 256, 2048}, S{64, 256, 2048}, S{16, 16, 64}, S{3, 16, 64}}) {
+    SCOPED_TRACE(testing::Message() << "N " << s.N << " D " << s.D << " bins " << s.bins);
+    Tensor cb = rand_t({s.bins, s.D}, seed++);
+    std::memcpy(cb.f32() + 5 * s.D, cb.f32() + 3 * s.D, s.D * sizeof(float));  // entries 3 and 5 tie
+    Tensor norms = Tensor::zeros_f32({s.bins});
+    for (int64_t j = 0; j < s.bins; ++j)
+      for (int64_t d = 0; d < s.D; ++d) norms.f32()[j] += cb.f32()[j * s.D + d] * cb.f32()[j * s.D + d];
+    const Pair pcb{C().prepare_linear(cb), G().prepare_linear(cb)};
+    const Pair pn{C().prepare_vector(norms), G().prepare_vector(norms)};
+    Tensor rh = rand_t({s.N, s.D}, seed++);
+    std::memcpy(rh.f32(), cb.f32() + 3 * s.D, s.D * sizeof(float));  // row 0 sits on the tied entries
+    Pair r = both(rh), codes = zeros({s.N}, DType::I64);
+    for (int level = 0; level < 2; ++level) {
+      const Tensor before = r.c.clone();
+      C().vq_encode(r.c, pcb.c, pn.c, codes.c);
+      G().vq_encode(r.g, pcb.g, pn.g, codes.g);
+      const Tensor gc = down(G(), codes.g);
+      if (level == 0) {
+        EXPECT_EQ(gc.i64()[0], 3) << "ties go to the lowest index";
+      }
+      // Distances come from sums in another order, so a near-tie may resolve differently; then
+      // both picks must be equally near (in double precision on the same input).
+      auto dist = [&](int64_t n, int64_t j) {
+        double d2 = 0;
+        for (int64_t d = 0; d < s.D; ++d) {
+          const double e = before.f32()[n * s.D + d] - cb.f32()[j * s.D + d];
+          d2 += e * e;
+        }
+        return std::sqrt(d2);
+      };
+      bool all_equal = true;
+      for (int64_t n = 0; n < s.N; ++n) {
+        const int64_t a = codes.c.i64()[n], b = gc.i64()[n];
+        if (a == b) continue;
+        all_equal = false;
+        EXPECT_NEAR(dist(n, a), dist(n, b), 1e-5 * std::max(1.0, dist(n, a)))
+            << "row " << n << ": cpu picked " << a << ", cuda " << b;
+      }
+      if (all_equal) {
+        EXPECT_EQ(err(r), tol::kMove);  // the same entry subtracted from the same row
+      }
+      r.g = up(G(), r.c);  // continue both from the CPU's residual
+    }
+    Pair acc = both(rand_t({s.N, s.D}, seed++));
+    C().vq_decode_add(acc.c, pcb.c, pn.c, codes.c);
+    G().vq_decode_add(acc.g, pcb.g, pn.g, up(G(), codes.c));
+    EXPECT_EQ(err(acc), tol::kMove);
+  }
+}
+
+TEST_F(CudaOps, MemoryOpsRoundTrip) {
+  const Tensor h = rand_t({3, 1000}, 1000);
+  Tensor a = up(G(), h), b = G().empty(DType::F32, {3, 1000});
+  G().copy(b, a);
+  EXPECT_EQ(rel_err(down(G(), b), h), 0.0);
+  Tensor tail = b.slice0(1, 3), head = b.slice0(0, 2);
+  G().copy(tail, head);  // overlapping: memmove semantics
+  Tensor got = down(G(), b);
+  EXPECT_EQ(std::memcmp(got.f32() + 1000, h.f32(), 2000 * sizeof(float)), 0);
+  G().zero(b);
+  EXPECT_EQ(rel_err(down(G(), b), Tensor::zeros_f32({3, 1000})), 0.0);
+  Tensor e = G().empty(DType::F32, {2, 0, 3});  // empty tensors still have storage
+  EXPECT_TRUE(e.defined());
+  EXPECT_EQ(G().device(), Device::CUDA);
+}
+
+// Golden case folders (kind mimi or lm) under $MOSHI_GOLDEN_DIR, the build's golden directory
+// and ./golden of the source tree (a copy that travels with the repository to a GPU machine).
+std::vector<std::string> golden_case_dirs(std::string* searched) {
+  std::vector<std::string> roots;
+  if (const char* env = std::getenv("MOSHI_GOLDEN_DIR")) roots.push_back(env);
+  roots.push_back(MOSHI_GOLDEN_DIR);
+  roots.push_back(std::string(MOSHI_SOURCE_DIR) + "/golden");
+  std::vector<std::string> out;
+  for (const std::string& root : roots) {
+    *searched += (searched->empty() ? "" : ", ") + root;
+    if (!std::filesystem::is_directory(root)) continue;
+    std::vector<std::string> found;
+    for (const auto& e : std::filesystem::directory_iterator(root)) {
+      std::ifstream f(e.path() / "config.json");
+      const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+      for (const char* kind : {"mimi", "lm"})
+        if (text.find("\"kind\": \"" + std::string(kind) + "\"") != std::string::npos ||
+            text.find("\"kind\":\"" + std::string(kind) + "\"") != std::string::npos)
+          found.push_back(e.path().string());
+    }
+    std::sort(found.begin(), found.end());
+    if (!found.empty()) return found;  // the first root that has cases
+  }
+  return out;
+}
+
+TEST(CudaGolden, EveryGoldenCasePassesOnCuda) {
+  std::string why;
+  if (!gpu_backend(&why)) GTEST_SKIP() << "no CUDA device: " << why;
+  std::string searched;
+  const std::vector<std::string> dirs = golden_case_dirs(&searched);
+  if (dirs.empty()) GTEST_SKIP() << "no golden mimi/lm cases in " << searched;
+  for (const std::string& dir : dirs) {
+    VerifyOptions o;
+    o.device = "cuda";
+    const VerifyReport r = verify_case(dir, o);
+    EXPECT_TRUE(r.passed()) << dir;
+    for (const VerifyCheck& c : r.checks)
+      EXPECT_TRUE(c.pass) << dir << ": " << c.tensor << " (" << c.rule << "): " << c.mismatches << " of "
+                          << c.compared << " outside, max abs " << c.max_abs << " " << c.note;
+    std::printf("[ golden   ] %s on cuda: %s\n", dir.c_str(), r.passed() ? "passed" : "FAILED");
+  }
+}
+
+TEST(CudaErrors, OutOfRangeIdsAndCodesThrow) {
+  std::string why;
+  std::shared_ptr<Backend> g = gpu_backend(&why);
+  if (!g) GTEST_SKIP() << "no CUDA device: " << why;
+  const Tensor tab = g->prepare_embedding(rand_t({10, 4}, 1));
+  Tensor out = g->empty(DType::F32, {2, 4});
+  EXPECT_THROW(g->embedding(tab, {3, 10}, out, false), Error);
+  const Tensor cb = g->prepare_linear(rand_t({8, 4}, 2));
+  const Tensor norms = g->prepare_vector(Tensor::zeros_f32({8}));
+  Tensor codes = g->empty(DType::I64, {2});
+  const int64_t bad[2] = {1, 8};
+  g->upload(codes, bad);
+  EXPECT_THROW(g->vq_decode_add(out, cb, norms, codes), Error);
+  // The backend still works after a refused op.
+  g->embedding(tab, {3, -1}, out, false);
+  EXPECT_EQ(down(*g, out).f32()[4], 0.f);
+}
+
+}  // namespace
+#endif  // MOSHI_HAVE_CUDA
+
+// Runs on every machine: a device index that cannot exist is a clean moshi::Error (no device,
+// no such device or no CUDA in this build), never a crash.
+TEST(CudaErrors, BadDeviceIsAnError) {
+  BackendOptions o;
+  o.device = "cuda:99";
+  try {
+    make_backend(o);
+    ADD_FAILURE() << "cuda:99 was accepted";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("CUDA"), std::string::npos) << m;
+    EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+  }
+  o.device = "cuda:x";
+  EXPECT_THROW(make_backend(o), Error);
+}
