@@ -112,8 +112,9 @@ namespace {
 // tokenizer with enough pieces, and a config.json naming them.
 std::string tiny_model_dir() {
   static const std::string dir = [] {
-    const std::string d = tmp("model_dir");
-    std::system(("rm -rf " + d + " && mkdir -p " + d).c_str());
+    // Per process: ctest runs the tests of this file in parallel processes.
+    const std::string d = tmp("model_dir_" + std::to_string(getpid()));
+    EXPECT_EQ(testutil::sh("rm -rf " + d + " && mkdir -p " + d), 0);
     auto be = make_backend({"cpu", 1});
     RecordingSource lm_src(1), mimi_src(2);
     LmModel::load(lm_src, tiny_lm_config(), be);
@@ -135,10 +136,10 @@ std::string tiny_model_dir() {
       corpus << '\n';
     }
     corpus.close();
-    std::system(("spm_train --input=" + d + "/corpus.txt --model_prefix=" + d +
-                 "/spm --vocab_size=200 --model_type=unigram --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=3 "
-                 "--minloglevel=2 >/dev/null 2>&1")
-                    .c_str());
+    EXPECT_EQ(testutil::sh("spm_train --input=" + d + "/corpus.txt --model_prefix=" + d +
+                           "/spm --vocab_size=200 --model_type=unigram --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=3 "
+                           "--minloglevel=2 >/dev/null 2>&1"),
+              0);
     std::ofstream cfg(d + "/config.json");
     cfg << R"({"moshi_name": "lm.safetensors", "mimi_name": "codec.safetensors", "tokenizer_name": "spm.model",
       "dim": 64, "text_card": 128, "existing_text_padding_id": 3, "n_q": 16, "dep_q": 8, "card": 2048,
@@ -192,13 +193,13 @@ TEST(Run, BadInputGivesOneErrorLine) {
   expect_one_line_error(run_cli("run --model synthetic:huge --input " + in + " --output " + out), "synthetic");
   expect_one_line_error(run_cli("run --input " + in), "--output");
   // A model directory missing a file, and one with the wrong tokenizer.
-  const std::string dir = tiny_model_dir(), broken = tmp("broken_dir");
-  std::system(("rm -rf " + broken + " && cp -r " + dir + " " + broken + " && rm " + broken + "/codec.safetensors").c_str());
+  const std::string dir = tiny_model_dir(), broken = tmp("broken_dir_" + std::to_string(getpid()));
+  ASSERT_EQ(testutil::sh("rm -rf " + broken + " && cp -r " + dir + " " + broken + " && rm " + broken + "/codec.safetensors"), 0);
   expect_one_line_error(run_cli("run --model " + broken + " --input " + in + " --output " + out),
                         "missing codec.safetensors");
-  std::system(("cp -r " + dir + "/codec.safetensors " + broken + "/ && spm_train --input=" + broken +
-               "/corpus.txt --model_prefix=" + broken + "/spm --vocab_size=50 --minloglevel=2 >/dev/null 2>&1")
-                  .c_str());
+  ASSERT_EQ(testutil::sh("cp -r " + dir + "/codec.safetensors " + broken + "/ && spm_train --input=" + broken +
+                         "/corpus.txt --model_prefix=" + broken + "/spm --vocab_size=50 --minloglevel=2 >/dev/null 2>&1"),
+            0);
   expect_one_line_error(run_cli("run --model " + broken + " --input " + in + " --output " + out), "wrong tokenizer");
   // A repo id that is not cached, offline.
   const std::string cache = tmp("empty_cache");

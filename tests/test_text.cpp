@@ -14,14 +14,14 @@ namespace {
 std::string trained_model() {
   static std::string path = [] {
     const std::string dir = testing::TempDir() + "moshi_spm_" + std::to_string(getpid());
-    std::system(("mkdir -p " + dir).c_str());
+    if (testutil::sh("mkdir -p " + dir) != 0) return std::string();
     std::ofstream corpus(dir + "/corpus.txt");
     for (int i = 0; i < 200; ++i)
       corpus << "hello world this is moshi speaking " << i % 7 << "\nthe quick brown fox jumps over the lazy dog\n";
     corpus.close();
     const std::string cmd = "spm_train --input=" + dir + "/corpus.txt --model_prefix=" + dir +
                             "/m --vocab_size=40 --model_type=unigram --hard_vocab_limit=false --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=3 --minloglevel=2 >/dev/null 2>&1";
-    return std::system(cmd.c_str()) == 0 ? dir + "/m.model" : std::string();
+    return testutil::sh(cmd) == 0 ? dir + "/m.model" : std::string();
   }();
   return path;
 }

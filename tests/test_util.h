@@ -54,6 +54,12 @@ inline RunResult run_cli(const std::string& args, const std::string& env = "") {
   return r;
 }
 
+// Runs a shell command, returning its exit status (so no result is silently ignored).
+inline int sh(const std::string& cmd) {
+  const int rc = std::system(cmd.c_str());
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
+}
+
 inline int count_lines(const std::string& s) {
   int n = 0;
   for (char c : s) n += c == '\n';
