@@ -141,6 +141,21 @@ TEST(LmGen, SeededSamplingReplaysAndDiffers) {
   }
 }
 
+TEST(LmGen, UnlimitedContextStreamsManySteps) {
+  // A config without "context" (the reference's None) keeps every step in view.
+  LmConfig cfg = parse_lm_config(R"({"dim": 32, "num_heads": 2, "num_layers": 1, "hidden_scale": 2,
+      "gating": "silu", "norm": "rms_norm_f32", "positional_embedding": "rope", "n_q": 2, "dep_q": 1,
+      "card": 2048, "text_card": 20, "delays": [0, 1, 0], "depformer_dim": 16, "depformer_num_heads": 2})",
+                                 "unlimited");
+  ASSERT_EQ(cfg.temporal.context, 0);
+  SyntheticSource src(2);
+  auto m = LmModel::load(src, cfg, make_backend({"cpu", 1}));
+  GenParams p;
+  p.seed = 1;
+  LmGen a(m, 1, p), b(m, 1, p);
+  EXPECT_EQ(run(a, 40, 0), run(b, 40, 0));
+}
+
 TEST(LmGen, ThreadCountsGiveTheSameTokens) {
   GenParams p;
   p.seed = 3;

@@ -111,8 +111,11 @@ std::unique_ptr<LmState> LmModel::new_state(int batch, int max_steps) const {
   MOSHI_CHECK(batch >= 1 && max_steps >= 1, "lm: batch and steps per call must be positive");
   auto st = std::make_unique<LmState>();
   st->batch = batch;
-  // An unlimited temporal context still needs a bound for its ring: one call's steps.
-  st->temporal = temporal_.new_state(*be_, batch, max_steps, max_steps);
+  // An unlimited temporal context still needs a bound for its ring; a stream longer than it
+  // fails loudly in the attention op rather than forgetting silently.
+  constexpr int kUnlimitedContextSteps = 4096;
+  st->temporal = temporal_.new_state(*be_, batch, max_steps,
+                                     cfg_.temporal.context > 0 ? 0 : std::max(max_steps, kUnlimitedContextSteps));
   if (cfg_.dep_q > 0) st->depformer = depformer_.new_state(*be_, batch * max_steps, 1, cfg_.dep_q);
   return st;
 }
