@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "weights/json_reader.h"
 
 namespace moshi {
 
@@ -19,44 +20,6 @@ int MimiConfig::frame_size() const { return static_cast<int>(std::lround(sample_
 
 int MimiConfig::resample_stride() const { return frame_size() / hop(); }
 
-namespace {
-
-struct Reader {
-  const json& j;
-  std::string where;
-
-  bool has(const char* k) const { return j.contains(k) && !j[k].is_null(); }
-  int get_int(const char* k, int def, int lo = 1, int hi = 1 << 24) const {
-    if (!has(k)) return def;
-    MOSHI_CHECK(j[k].is_number_integer(), where, ".", k, " must be an integer");
-    const int64_t v = j[k].get<int64_t>();
-    MOSHI_CHECK(v >= lo && v <= hi, where, ".", k, " = ", v, " is out of range [", lo, ", ", hi, "]");
-    return static_cast<int>(v);
-  }
-  double get_num(const char* k, double def) const {
-    if (!has(k)) return def;
-    MOSHI_CHECK(j[k].is_number(), where, ".", k, " must be a number");
-    return j[k].get<double>();
-  }
-  bool get_bool(const char* k, bool def) const {
-    if (!has(k)) return def;
-    MOSHI_CHECK(j[k].is_boolean(), where, ".", k, " must be true or false");
-    return j[k].get<bool>();
-  }
-  std::string get_str(const char* k, const std::string& def) const {
-    if (!has(k)) return def;
-    MOSHI_CHECK(j[k].is_string(), where, ".", k, " must be a string");
-    return j[k].get<std::string>();
-  }
-  void expect(const char* k, const std::string& def, std::initializer_list<const char*> allowed) const {
-    const std::string v = get_str(k, def);
-    for (const char* a : allowed)
-      if (v == a) return;
-    fail(where, ".", k, " = '", v, "' is not supported by moshi-rt");
-  }
-};
-
-}  // namespace
 
 MimiConfig parse_mimi_config(const std::string& text, const std::string& what) {
   json j = json::parse(text, nullptr, false);
@@ -67,7 +30,7 @@ MimiConfig parse_mimi_config(const std::string& text, const std::string& what) {
     j = inner;
   }
   MimiConfig c;
-  Reader top{j, what};
+  JsonReader top{j, what + ": "};
   c.sample_rate = top.get_int("sample_rate", c.sample_rate, 1000, 384000);
   c.channels = top.get_int("channels", c.channels, 1, 1);
   c.frame_rate = top.get_num("frame_rate", c.frame_rate);
@@ -75,11 +38,11 @@ MimiConfig parse_mimi_config(const std::string& text, const std::string& what) {
 
   if (j.contains("seanet")) {
     MOSHI_CHECK(j["seanet"].is_object(), what, ": seanet must be an object");
-    Reader r{j["seanet"], what + ": seanet"};
+    JsonReader r{j["seanet"], what + ": seanet."};
     auto& s = c.seanet;
     s.channels = r.get_int("channels", s.channels, 1, 1);
-    s.dimension = r.get_int("dimension", s.dimension);
-    s.n_filters = r.get_int("n_filters", s.n_filters);
+    s.dimension = r.get_int("dimension", s.dimension, 1);
+    s.n_filters = r.get_int("n_filters", s.n_filters, 1);
     s.n_residual_layers = r.get_int("n_residual_layers", s.n_residual_layers, 0, 16);
     s.kernel_size = r.get_int("kernel_size", s.kernel_size, 1, 64);
     s.residual_kernel_size = r.get_int("residual_kernel_size", s.residual_kernel_size, 1, 64);
@@ -110,16 +73,16 @@ MimiConfig parse_mimi_config(const std::string& text, const std::string& what) {
   }
   if (j.contains("transformer")) {
     MOSHI_CHECK(j["transformer"].is_object(), what, ": transformer must be an object");
-    Reader r{j["transformer"], what + ": transformer"};
+    JsonReader r{j["transformer"], what + ": transformer."};
     auto& t = c.transformer;
-    t.d_model = r.get_int("d_model", t.d_model);
-    t.num_heads = r.get_int("num_heads", t.num_heads);
+    t.d_model = r.get_int("d_model", t.d_model, 1);
+    t.num_heads = r.get_int("num_heads", t.num_heads, 1);
     t.num_layers = r.get_int("num_layers", t.num_layers, 0, 256);
-    t.dim_feedforward = r.get_int("dim_feedforward", t.dim_feedforward);
+    t.dim_feedforward = r.get_int("dim_feedforward", t.dim_feedforward, 1);
     t.context = r.has("context") ? r.get_int("context", 0, 1) : 0;
     t.has_layer_scale = r.has("layer_scale");
     t.max_period = static_cast<float>(r.get_num("max_period", t.max_period));
-    t.input_dimension = r.get_int("input_dimension", c.seanet.dimension);
+    t.input_dimension = r.get_int("input_dimension", c.seanet.dimension, 1);
     t.output_dimension = t.input_dimension;
     if (r.has("output_dimensions")) {
       const json& od = j["transformer"]["output_dimensions"];
@@ -139,13 +102,13 @@ MimiConfig parse_mimi_config(const std::string& text, const std::string& what) {
   }
   if (j.contains("quantizer")) {
     MOSHI_CHECK(j["quantizer"].is_object(), what, ": quantizer must be an object");
-    Reader r{j["quantizer"], what + ": quantizer"};
+    JsonReader r{j["quantizer"], what + ": quantizer."};
     auto& q = c.quantizer;
-    q.dimension = r.get_int("dimension", q.dimension);
+    q.dimension = r.get_int("dimension", q.dimension, 1);
     q.n_q = r.get_int("n_q", q.n_q, 2, 1024);
     q.bins = r.get_int("bins", q.bins, 1, 1 << 20);
-    q.input_dimension = r.get_int("input_dimension", c.seanet.dimension);
-    q.output_dimension = r.get_int("output_dimension", c.seanet.dimension);
+    q.input_dimension = r.get_int("input_dimension", c.seanet.dimension, 1);
+    q.output_dimension = r.get_int("output_dimension", c.seanet.dimension, 1);
   } else {
     c.quantizer.input_dimension = c.quantizer.output_dimension = c.seanet.dimension;
   }

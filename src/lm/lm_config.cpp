@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "weights/json_reader.h"
 
 namespace moshi {
 
@@ -24,44 +25,6 @@ int LmConfig::depformer_in_index(int k) const {
 
 namespace {
 
-struct Reader {
-  const json& j;
-  std::string what;
-  bool has(const char* k) const { return j.contains(k) && !j[k].is_null(); }
-  int get_int(const char* k, int def, int lo = 0, int hi = 1 << 26) const {
-    if (!has(k)) return def;
-    MOSHI_CHECK(j[k].is_number_integer(), what, ": ", k, " must be an integer");
-    const int64_t v = j[k].get<int64_t>();
-    MOSHI_CHECK(v >= lo && v <= hi, what, ": ", k, " = ", v, " is out of range [", lo, ", ", hi, "]");
-    return static_cast<int>(v);
-  }
-  double get_num(const char* k, double def) const {
-    if (!has(k)) return def;
-    MOSHI_CHECK(j[k].is_number(), what, ": ", k, " must be a number");
-    return j[k].get<double>();
-  }
-  bool get_bool(const char* k, bool def) const {
-    if (!has(k)) return def;
-    MOSHI_CHECK(j[k].is_boolean(), what, ": ", k, " must be true or false");
-    return j[k].get<bool>();
-  }
-  std::string get_str(const char* k, const std::string& def) const {
-    if (!has(k)) return def;
-    MOSHI_CHECK(j[k].is_string(), what, ": ", k, " must be a string");
-    return j[k].get<std::string>();
-  }
-  std::vector<int> get_ints(const char* k) const {
-    std::vector<int> v;
-    if (!has(k)) return v;
-    MOSHI_CHECK(j[k].is_array(), what, ": ", k, " must be an array of integers");
-    for (const auto& e : j[k]) {
-      MOSHI_CHECK(e.is_number_integer() && e.get<int64_t>() >= 0 && e.get<int64_t>() < (1 << 20), what, ": ", k,
-                  " must hold non-negative integers");
-      v.push_back(e.get<int>());
-    }
-    return v;
-  }
-};
 
 void set_norm(const std::string& name, const std::string& what, NormKind* kind, float* eps) {
   if (name == "layer_norm") { *kind = NormKind::LayerNorm; *eps = 1e-5f; }
@@ -95,7 +58,7 @@ LmConfig parse_lm_config(const std::string& text, const std::string& what) {
   json root = json::parse(text, nullptr, false);
   MOSHI_CHECK(!root.is_discarded() && root.is_object(), what, ": not a JSON object");
   const json& j = root.contains("lm_config") && root["lm_config"].is_object() ? root["lm_config"] : root;
-  Reader r{j, what};
+  JsonReader r{j, what + ": "};
   for (const char* k : {"cross_attention", "demux_second_stream", "demux_second_text_stream", "norm_emb", "quantize",
                         "lora"})
     MOSHI_CHECK(!r.get_bool(k, false), what, ": '", k, "' models are not supported by moshi-rt yet");
