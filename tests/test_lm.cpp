@@ -217,3 +217,36 @@ TEST(LmConfig, ReferenceRules) {
   EXPECT_THROW(parse_lm_config(R"({"cross_attention": true})", "t"), Error);
   EXPECT_THROW(parse_lm_config(R"({"norm": "batch_norm"})", "t"), Error);
 }
+
+TEST(LmModel, Bf16KvCacheStaysCloseToF32) {
+  // The bf16 cache rounds keys and values once when written; text logits over a few steps must
+  // stay close to the f32 cache's, and differ from them (the narrow path really ran).
+  SyntheticSource src(11);
+  LmLoadOptions narrow;
+  narrow.kv_dtype = "bf16";
+  auto wide_m = LmModel::load(src, tiny_lm_config(), make_backend({"cpu", 1}));
+  auto narrow_m = LmModel::load(src, tiny_lm_config(), make_backend({"cpu", 1}), narrow);
+  EXPECT_EQ(wide_m->kv_dtype(), DType::F32);  // "auto" on the CPU keeps f32
+  ASSERT_EQ(narrow_m->kv_dtype(), DType::BF16);
+  auto sw = wide_m->new_state(2), sn = narrow_m->new_state(2);
+  const auto init = wide_m->initial_tokens();
+  std::vector<int64_t> tokens;
+  for (int b = 0; b < 2; ++b) tokens.insert(tokens.end(), init.begin(), init.end());
+  double worst = 0, scale = 0;
+  for (int s = 0; s < 6; ++s) {
+    std::vector<float> lw, ln;
+    wide_m->temporal_step(*sw, tokens, lw);
+    narrow_m->temporal_step(*sn, tokens, ln);
+    ASSERT_EQ(lw.size(), ln.size());
+    for (size_t i = 0; i < lw.size(); ++i) {
+      worst = std::max(worst, static_cast<double>(std::fabs(lw[i] - ln[i])));
+      scale = std::max(scale, static_cast<double>(std::fabs(lw[i])));
+    }
+    for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = (tokens[i] * 7 + s + 3) % 20;  // any in-range tokens
+  }
+  EXPECT_GT(worst, 0.0);
+  EXPECT_LE(worst, 2e-2 * std::max(scale, 1.0)) << "scale " << scale;
+  LmLoadOptions bad;
+  bad.kv_dtype = "f16";
+  EXPECT_THROW(LmModel::load(src, tiny_lm_config(), make_backend({"cpu", 1}), bad), Error);
+}

@@ -39,6 +39,12 @@ std::shared_ptr<const LmModel> LmModel::load(const WeightSource& src, const LmCo
     MOSHI_CHECK(opts.weights_dtype == "auto", "weights dtype '", opts.weights_dtype, "' is not one of auto, bf16, f32");
   }
   const DType dt = policy.synth;
+  const bool bf16_weights = opts.weights_dtype == "bf16";
+  if (opts.kv_dtype == "bf16" || (opts.kv_dtype == "auto" && bf16_weights && be.device() == Device::CUDA))
+    m->kv_dtype_ = DType::BF16;
+  else
+    MOSHI_CHECK(opts.kv_dtype == "auto" || opts.kv_dtype == "f32", "kv cache dtype '", opts.kv_dtype,
+                "' is not one of auto, bf16, f32");
   WeightBinder wb(src);
   auto matrix = [&](const std::string& name, const Shape& shape) {
     return be.prepare_linear(apply_policy(wb.take(name, shape, dt), policy));
@@ -115,7 +121,8 @@ std::unique_ptr<LmState> LmModel::new_state(int batch, int max_steps) const {
   // fails loudly in the attention op rather than forgetting silently.
   constexpr int kUnlimitedContextSteps = 4096;
   st->temporal = temporal_.new_state(*be_, batch, max_steps,
-                                     cfg_.temporal.context > 0 ? 0 : std::max(max_steps, kUnlimitedContextSteps));
+                                     cfg_.temporal.context > 0 ? 0 : std::max(max_steps, kUnlimitedContextSteps),
+                                     kv_dtype_);
   if (cfg_.dep_q > 0) st->depformer = depformer_.new_state(*be_, batch * max_steps, 1, cfg_.dep_q);
   return st;
 }

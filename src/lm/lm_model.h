@@ -14,6 +14,9 @@ namespace moshi {
 struct LmLoadOptions {
   // "auto": keep the checkpoint's float type; "bf16"/"f32": convert matrix weights at load.
   std::string weights_dtype = "auto";
+  // "auto": bf16 KV cache with bf16 weights on a GPU (as the reference runs), f32 otherwise;
+  // or "f32" / "bf16".
+  std::string kv_dtype = "auto";
 };
 
 struct LmState {
@@ -35,6 +38,7 @@ class LmModel {
                                              std::shared_ptr<Backend> backend, const LmLoadOptions& opts = {});
   const LmConfig& config() const { return cfg_; }
   Backend& backend() const { return *be_; }
+  DType kv_dtype() const { return kv_dtype_; }
 
   // A state for `batch` streams, each carrying up to max_steps steps per temporal call.
   std::unique_ptr<LmState> new_state(int batch, int max_steps = 1) const;
@@ -79,6 +83,7 @@ class LmModel {
 
   LmConfig cfg_;
   std::shared_ptr<Backend> be_;
+  DType kv_dtype_ = DType::F32;
   std::vector<Embedding> emb_;
   Embedding text_emb_;
   Transformer temporal_;

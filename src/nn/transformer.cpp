@@ -92,7 +92,8 @@ void Transformer::load(WeightBinder& wb, Backend& be, const std::string& prefix,
   }
 }
 
-Transformer::State Transformer::new_state(Backend& be, int batch, int max_steps, int max_positions) const {
+Transformer::State Transformer::new_state(Backend& be, int batch, int max_steps, int max_positions,
+                                          DType kv_dtype) const {
   State st;
   st.batch = batch;
   st.max_steps = max_steps;
@@ -103,8 +104,8 @@ Transformer::State Transformer::new_state(Backend& be, int batch, int max_steps,
   for (size_t i = 0; i < layers_.size(); ++i) {
     KvCache c;
     c.capacity = cap;
-    c.k = be.empty(DType::F32, {batch, cap, as.kv_heads, as.head_dim});
-    c.v = be.empty(DType::F32, {batch, cap, as.kv_heads, as.head_dim});
+    c.k = be.empty(kv_dtype, {batch, cap, as.kv_heads, as.head_dim});
+    c.v = be.empty(kv_dtype, {batch, cap, as.kv_heads, as.head_dim});
     st.caches.push_back(std::move(c));
   }
   return st;

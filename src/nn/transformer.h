@@ -59,7 +59,8 @@ class Transformer {
     std::string tap_prefix;
   };
   // max_positions bounds an unlimited-context stream (its ring then holds that many steps).
-  State new_state(Backend& be, int batch, int max_steps, int max_positions = 0) const;
+  // kv_dtype: F32, or BF16 to halve the cache (keys and values rounded once when written).
+  State new_state(Backend& be, int batch, int max_steps, int max_positions = 0, DType kv_dtype = DType::F32) const;
   void reset(State& st, int stream) const { st.offset[stream] = 0; }
 
   // x [B·T, d_model] in place. `group` is the number of steps one normative streaming call

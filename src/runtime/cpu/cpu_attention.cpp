@@ -47,6 +47,12 @@ void CpuBackend::kv_write(KvCache& cache, const Tensor& qkv, const AttnShape& sh
     for (int64_t t = 0; t < T; ++t) {
       const int64_t r = b * T + t, slot = pos[r] % cache.capacity;
       const float* row = p + r * R;
+      if (cache.k.dtype() == DType::BF16) {  // rounded once, on the way in
+        uint16_t* kd = cache.k.ptr<uint16_t>() + (b * cache.capacity + slot) * KD;
+        uint16_t* vd = cache.v.ptr<uint16_t>() + (b * cache.capacity + slot) * KD;
+        for (int64_t e = 0; e < KD; ++e) kd[e] = f32_to_bf16(row[QD + e]), vd[e] = f32_to_bf16(row[QD + KD + e]);
+        continue;
+      }
       std::memcpy(cache.k.f32() + (b * cache.capacity + slot) * KD, row + QD, KD * sizeof(float));
       std::memcpy(cache.v.f32() + (b * cache.capacity + slot) * KD, row + QD + KD, KD * sizeof(float));
     }
@@ -64,11 +70,25 @@ void CpuBackend::attention(const Tensor& qkv, const KvCache& cache, const AttnSh
     MOSHI_CHECK(pos[r] - std::max<int64_t>(lo[r], 0) < cache.capacity, "attention: window of position ", pos[r],
                 " exceeds the cache capacity ", cache.capacity);
   const int64_t cap = cache.capacity;
+  const bool bf16 = cache.k.dtype() == DType::BF16;
   pool_.parallel_for(static_cast<int>(batch * H), [&](int bh) {
     const int64_t b = bh / H, h = bh % H, kvh = h / rep;
-    thread_local std::vector<float> score;
-    const float* kb = cache.k.f32() + b * cap * KD + kvh * D;
-    const float* vb = cache.v.f32() + b * cap * KD + kvh * D;
+    thread_local std::vector<float> score, kw, vw;
+    const float* kb = bf16 ? nullptr : cache.k.f32() + b * cap * KD + kvh * D;
+    const float* vb = bf16 ? nullptr : cache.v.f32() + b * cap * KD + kvh * D;
+    if (bf16) {  // widen this stream's head once: [cap, D] rows at stride KD
+      kw.resize(static_cast<size_t>(cap * KD));
+      vw.resize(static_cast<size_t>(cap * KD));
+      const uint16_t* ks = cache.k.ptr<uint16_t>() + b * cap * KD;
+      const uint16_t* vs = cache.v.ptr<uint16_t>() + b * cap * KD;
+      for (int64_t s = 0; s < cap; ++s)
+        for (int64_t e = 0; e < D; ++e) {
+          kw[s * KD + kvh * D + e] = bf16_to_f32(ks[s * KD + kvh * D + e]);
+          vw[s * KD + kvh * D + e] = bf16_to_f32(vs[s * KD + kvh * D + e]);
+        }
+      kb = kw.data() + kvh * D;
+      vb = vw.data() + kvh * D;
+    }
     for (int64_t t = 0; t < T; ++t) {
       const int64_t r = b * T + t, p = pos[r], l = std::max<int64_t>(lo[r], 0), n = p - l + 1;
       const float* q = pq + r * R + h * D;

@@ -37,21 +37,23 @@ __global__ void rope_kernel(float* __restrict__ qkv, const int64_t* __restrict__
   }
 }
 
-__global__ void kv_write_kernel(const float* __restrict__ qkv, float* __restrict__ kc, float* __restrict__ vc,
+// TC: the cache's element type, float or uint16_t (bf16 bits).
+template <typename TC>
+__global__ void kv_write_kernel(const float* __restrict__ qkv, TC* __restrict__ kc, TC* __restrict__ vc,
                                 const int64_t* __restrict__ pos, int64_t rows, int64_t T, int64_t R, int64_t QD,
                                 int64_t KD, int64_t cap) {
   MOSHI_GRID_STRIDE(k, rows * KD) {
     const int64_t e = k % KD, r = k / KD, b = r / T, slot = pos[r] % cap;
     const float* row = qkv + r * R;
-    kc[(b * cap + slot) * KD + e] = row[QD + e];
-    vc[(b * cap + slot) * KD + e] = row[QD + KD + e];
+    store_narrow(&kc[(b * cap + slot) * KD + e], row[QD + e]);
+    store_narrow(&vc[(b * cap + slot) * KD + e], row[QD + KD + e]);
   }
 }
 
 // part (split-K only): per (row, head, split) [max, sum, acc[D]].
-template <int EPL>
+template <int EPL, typename TC>
 __global__ void __launch_bounds__(kAttnWarps * 32)
-    attention_kernel(const float* __restrict__ qkv, const float* __restrict__ kc, const float* __restrict__ vc,
+    attention_kernel(const float* __restrict__ qkv, const TC* __restrict__ kc, const TC* __restrict__ vc,
                      const int64_t* __restrict__ pos, const int64_t* __restrict__ lo, int64_t T, int H, int rep,
                      int D, int64_t R, int64_t KD, int64_t cap, float scale, int64_t chunk, int splits,
                      float* __restrict__ out, float* __restrict__ part) {
@@ -67,8 +69,8 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
   const float* qr = qkv + r * R + static_cast<int64_t>(h) * D;
 #pragma unroll
   for (int e = 0; e < EPL; ++e) q[e] = e * 32 + lane < D ? qr[e * 32 + lane] : 0.f;
-  const float* kb = kc + b * cap * KD + static_cast<int64_t>(kvh) * D;
-  const float* vb = vc + b * cap * KD + static_cast<int64_t>(kvh) * D;
+  const TC* kb = kc + b * cap * KD + static_cast<int64_t>(kvh) * D;
+  const TC* vb = vc + b * cap * KD + static_cast<int64_t>(kvh) * D;
   const int64_t s0 = l % cap;  // positions [l, p] are slots s0, s0+1, ... wrapping at cap
   float m = -INFINITY, lsum = 0.f, acc[EPL];
 #pragma unroll
@@ -81,15 +83,15 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
       const int64_t jj = j + u * kAttnWarps;
       int64_t slot = s0 + (jj < j1 ? jj : j);
       if (slot >= cap) slot -= cap;
-      const float* kr = kb + slot * KD;
-      const float* vr = vb + slot * KD;
+      const TC* kr = kb + slot * KD;
+      const TC* vr = vb + slot * KD;
       float dot = 0.f;
 #pragma unroll
       for (int e = 0; e < EPL; ++e) {
         const int d = e * 32 + lane;
         const bool in = d < D;
-        dot = fmaf(q[e], in ? kr[d] : 0.f, dot);
-        vv[u][e] = in ? vr[d] : 0.f;
+        dot = fmaf(q[e], in ? load_widen(kr + d) : 0.f, dot);
+        vv[u][e] = in ? load_widen(vr + d) : 0.f;
       }
       sc[u] = dot;
     }
@@ -168,11 +170,17 @@ __global__ void attention_combine_kernel(const float* __restrict__ part, float* 
 }
 
 template <int EPL>
-void launch_attention(Impl& im, dim3 grid, const float* qkv, const float* kc, const float* vc, const int64_t* pos,
-                      const int64_t* lo, int64_t T, int H, int rep, int D, int64_t R, int64_t KD, int64_t cap,
-                      float scale, int64_t chunk, int splits, float* out, float* part) {
-  launch(im, "attention", attention_kernel<EPL>, grid, dim3(kAttnWarps * 32), 0, qkv, kc, vc, pos, lo, T, H, rep, D,
-         R, KD, cap, scale, chunk, splits, out, part);
+void launch_attention(Impl& im, dim3 grid, const float* qkv, const void* kc, const void* vc, bool bf16,
+                      const int64_t* pos, const int64_t* lo, int64_t T, int H, int rep, int D, int64_t R, int64_t KD,
+                      int64_t cap, float scale, int64_t chunk, int splits, float* out, float* part) {
+  if (bf16) {
+    launch(im, "attention", attention_kernel<EPL, uint16_t>, grid, dim3(kAttnWarps * 32), 0, qkv,
+           static_cast<const uint16_t*>(kc), static_cast<const uint16_t*>(vc), pos, lo, T, H, rep, D, R, KD, cap,
+           scale, chunk, splits, out, part);
+    return;
+  }
+  launch(im, "attention", attention_kernel<EPL, float>, grid, dim3(kAttnWarps * 32), 0, qkv, static_cast<const float*>(kc),
+         static_cast<const float*>(vc), pos, lo, T, H, rep, D, R, KD, cap, scale, chunk, splits, out, part);
 }
 
 }  // namespace
@@ -223,7 +231,15 @@ void CudaBackend::kv_write(KvCache& cache, const Tensor& qkv, const AttnShape& s
   for (int64_t p : pos) MOSHI_CHECK(p >= 0, "kv_write: negative position ", p);
   cuda::Impl& im = *impl_;
   const int64_t* dpos = im.put_args({&pos}, op);
-  launch(im, op, cuda::kv_write_kernel, dim3(grid_for(im, rows * KD)), dim3(256), 0, f32_of(qkv, op, "qkv"),
+  if (cache.k.dtype() == DType::BF16) {  // a bf16 cache halves what long windows read
+    cuda::need_cuda(cache.k, op, "key cache");
+    cuda::need_cuda(cache.v, op, "value cache");
+    launch(im, op, cuda::kv_write_kernel<uint16_t>, dim3(grid_for(im, rows * KD)), dim3(256), 0,
+           f32_of(qkv, op, "qkv"), cache.k.ptr<uint16_t>(), cache.v.ptr<uint16_t>(), dpos, rows, rows / batch, R, QD,
+           KD, cache.capacity);
+    return;
+  }
+  launch(im, op, cuda::kv_write_kernel<float>, dim3(grid_for(im, rows * KD)), dim3(256), 0, f32_of(qkv, op, "qkv"),
          f32_of(cache.k, op, "key cache"), f32_of(cache.v, op, "value cache"), dpos, rows, rows / batch, R, QD, KD,
          cache.capacity);
 }
@@ -266,14 +282,19 @@ void CudaBackend::attention(const Tensor& qkv, const KvCache& cache, const AttnS
   const float scale = 1.f / std::sqrt(static_cast<float>(D));
   const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(H), static_cast<unsigned>(splits));
   const float* pq = f32_of(qkv, op, "qkv");
-  const float* pk = f32_of(cache.k, op, "key cache");
-  const float* pv = f32_of(cache.v, op, "value cache");
+  const bool bf16 = cache.k.dtype() == DType::BF16;
+  if (bf16) {
+    cuda::need_cuda(cache.k, op, "key cache");
+    cuda::need_cuda(cache.v, op, "value cache");
+  }
+  const void* pk = bf16 ? static_cast<const void*>(cache.k.data()) : f32_of(cache.k, op, "key cache");
+  const void* pv = bf16 ? static_cast<const void*>(cache.v.data()) : f32_of(cache.v, op, "value cache");
   float* po = f32_of(out, op, "output");
   const int64_t T = rows / batch;
   const int rep = H / sh.kv_heads;
 #define MOSHI_ATTN(EPL)                                                                                          \
-  cuda::launch_attention<EPL>(im, grid, pq, pk, pv, args, args + rows, T, H, rep, D, R, KD, cap, scale, chunk, splits, \
-                              po, part)
+  cuda::launch_attention<EPL>(im, grid, pq, pk, pv, bf16, args, args + rows, T, H, rep, D, R, KD, cap, scale, chunk, \
+                              splits, po, part)
   if (D <= 32)
     MOSHI_ATTN(1);
   else if (D <= 64)

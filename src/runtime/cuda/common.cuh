@@ -158,6 +158,17 @@ __device__ __forceinline__ float bf16_bits_to_f32(uint16_t h) {
 }
 __device__ __forceinline__ float load_widen(const float* p) { return *p; }
 __device__ __forceinline__ float load_widen(const uint16_t* p) { return bf16_bits_to_f32(*p); }
+// Round to nearest even (NaN stays quiet), as the host's f32_to_bf16.
+__device__ __forceinline__ void store_narrow(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store_narrow(uint16_t* p, float v) {
+  uint32_t u = __float_as_uint(v);
+  if ((u & 0x7fffffffu) > 0x7f800000u) {
+    *p = static_cast<uint16_t>((u >> 16) | 0x40);
+    return;
+  }
+  u += 0x7fffu + ((u >> 16) & 1u);
+  *p = static_cast<uint16_t>(u >> 16);
+}
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
