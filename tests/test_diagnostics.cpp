@@ -14,7 +14,7 @@ using testutil::run_cli;
 namespace {
 std::string input() {
   static const std::string p = [] {
-    const std::string path = testing::TempDir() + "moshi_diag_in.wav";
+    const std::string path = testing::TempDir() + "moshi_diag_in_" + std::to_string(getpid()) + ".wav";
     std::vector<float> x(24000);
     for (size_t i = 0; i < x.size(); ++i) x[i] = 0.3f * std::sin(0.02f * i);
     write_wav(path, x.data(), static_cast<long long>(x.size()), 24000);
@@ -46,7 +46,7 @@ TEST(Compare, Bf16IsReportedWhereItFirstDiffers) {
 }
 
 TEST(Compare, SeededFaultIsPinpointedToItsLayer) {
-  const std::string dir = testing::TempDir() + "moshi_diag_dump";
+  const std::string dir = testing::TempDir() + "moshi_diag_dump_" + std::to_string(getpid());
   // The 4th rms_norm call of a step is layer 1's second norm of the temporal transformer.
   auto r = run_cli("compare --input " + input() + " --a cpu:f32 --b 'cpu!fault:rms_norm@3:f32' --steps 4 --dump " + dir);
   EXPECT_EQ(r.status, 3) << r.out << r.err;

@@ -33,7 +33,7 @@ TEST(MimiGolden, EveryMimiCasePasses) {
 TEST(MimiGolden, VerifyCliExitsZeroAndWritesOutputs) {
   if (!testutil::have_golden()) GTEST_SKIP() << "no golden directory at " << testutil::golden_dir();
   for (const auto& dir : testutil::golden_cases("mimi")) {
-    const std::string out = testing::TempDir() + "verify_out.safetensors";
+    const std::string out = testing::TempDir() + "verify_out_" + std::to_string(getpid()) + ".safetensors";
     auto r = run_cli("verify " + dir + " --out " + out);
     EXPECT_EQ(r.status, 0) << r.out << r.err;
     EXPECT_NE(r.out.find("PASS"), std::string::npos);
@@ -214,7 +214,7 @@ TEST(MimiApi, FullSizeSyntheticHasTheRealShapes) {
 // ---- CLI -----------------------------------------------------------------------------------
 
 namespace {
-std::string tmpf(const std::string& name) { return testing::TempDir() + "mimi_cli_" + name; }
+std::string tmpf(const std::string& name) { return testing::TempDir() + "mimi_cli_" + std::to_string(getpid()) + "_" + name; }
 
 void expect_one_line_error(const testutil::RunResult& r, const std::string& needle) {
   EXPECT_NE(r.status, 0);

@@ -19,7 +19,7 @@ using testutil::run_cli;
 
 namespace {
 
-std::string tmp(const std::string& name) { return testing::TempDir() + "moshi_run_" + name; }
+std::string tmp(const std::string& name) { return testing::TempDir() + "moshi_run_" + std::to_string(getpid()) + "_" + name; }
 
 std::string slurp(const std::string& p) {
   std::ifstream f(p, std::ios::binary);

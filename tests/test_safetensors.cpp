@@ -1,4 +1,5 @@
 // safetensors reader/writer and the weight binder: round trips and every malformed-input path.
+#include <unistd.h>
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -14,7 +15,7 @@ using namespace moshi;
 
 namespace {
 
-std::string tmp(const std::string& name) { return testing::TempDir() + "moshi_st_" + name; }
+std::string tmp(const std::string& name) { return testing::TempDir() + "moshi_st_" + std::to_string(getpid()) + "_" + name; }
 
 void write_raw(const std::string& path, const std::string& header, size_t data_bytes) {
   std::ofstream f(path, std::ios::binary);

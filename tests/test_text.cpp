@@ -53,7 +53,7 @@ TEST(TextTokenizer, RendersPiecesLikeTheReference) {
 
 TEST(TextTokenizer, BadFilesGiveOneLineErrors) {
   EXPECT_THROW(TextTokenizer::load("/nonexistent/tokenizer.model"), Error);
-  const std::string bad = testing::TempDir() + "not_a_model.model";
+  const std::string bad = testing::TempDir() + "not_a_model_" + std::to_string(getpid()) + ".model";
   std::ofstream(bad) << "definitely not a protobuf";
   try {
     TextTokenizer::load(bad);
