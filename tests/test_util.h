@@ -8,6 +8,10 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+
+#include "moshi/verify.h"
+
 namespace testutil {
 
 inline std::string golden_dir() { return MOSHI_GOLDEN_DIR; }
@@ -28,6 +32,16 @@ inline std::vector<std::string> golden_cases(const std::string& kind) {
   }
   std::sort(out.begin(), out.end());
   return out;
+}
+
+// Verifies one golden case folder and fails the test on every check outside its rule.
+inline void expect_case_passes(const std::string& dir, const moshi::VerifyOptions& opts = {}) {
+  const moshi::VerifyReport r = moshi::verify_case(dir, opts);
+  for (const moshi::VerifyCheck& c : r.checks)
+    EXPECT_TRUE(c.pass) << dir << ": " << c.tensor << " (" << c.rule << "): " << c.mismatches << " of " << c.compared
+                        << " outside, max abs " << c.max_abs << " " << c.note;
+  EXPECT_TRUE(r.passed()) << dir;
+  std::printf("[ golden   ] %s on %s: %s\n", dir.c_str(), opts.device.c_str(), r.passed() ? "passed" : "FAILED");
 }
 
 struct RunResult {
