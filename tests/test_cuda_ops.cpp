@@ -17,8 +17,10 @@
 
 #include "test_util.h"
 #include "core/error.h"
+#include "lm/lm_gen.h"
 #include "moshi/verify.h"
 #include "runtime/backend.h"
+#include "weights/weight_source.h"
 
 using namespace moshi;
 
@@ -482,6 +484,129 @@ TEST_F(CudaOps, VqEncodeDecodeMatchCpu) {
     G().vq_decode_add(acc.g, pcb.g, pn.g, up(G(), codes.c));
     EXPECT_EQ(err(acc), tol::kMove);
   }
+}
+
+TEST_F(CudaOps, EmbeddingFromDeviceIdsMatchesHostIds) {
+  const int64_t V = 2049, D = 1024;
+  const Tensor tab = to_bf16(rand_t({V, D}, 71));
+  const Pair t{C().prepare_embedding(tab), G().prepare_embedding(tab)};
+  // ids [4, 3]: column 1 is read; the id past the table reads its last row.
+  const std::vector<int64_t> host = {9, 5, 9, 9, -1, 9, 9, V - 1, 9, 9, V + 7, 9};
+  Tensor ids_c = Tensor::zeros(DType::I64, {4, 3});
+  std::memcpy(ids_c.data(), host.data(), host.size() * sizeof(int64_t));
+  const Tensor ids_g = up(G(), ids_c);
+  Pair out = both(rand_t({4, D}, 72));
+  for (bool acc : {true, false}) {
+    C().embedding_from(t.c, ids_c, 1, out.c, acc);
+    G().embedding_from(t.g, ids_g, 1, out.g, acc);
+    EXPECT_EQ(err(out), tol::kMove) << "accumulate " << acc;
+  }
+  Tensor ref = Tensor::zeros_f32({4, D});
+  C().embedding(t.c, {5, -1, V - 1, V - 1}, ref, false);
+  EXPECT_EQ(rel_err(down(G(), out.g), ref), 0.0);
+}
+
+// The GPU draws what the host's sample_token draws from the same logits: greedy exactly; sampled
+// draws agree except where two candidates' scores differ by rounding (the host also divides
+// by the softmax sum), which the tolerance below allows for once in a thousand draws.
+TEST_F(CudaOps, SampleDrawsLikeTheHost) {
+  struct P {
+    SamplingParams p;
+    const char* what;
+  };
+  const P params[] = {{{false, 0.8f, 250}, "greedy"},      {{true, 0.8f, 250}, "audio defaults"},
+                      {{true, 0.7f, 25}, "text defaults"}, {{true, 1.f, 0}, "whole vocabulary"},
+                      {{true, 0.9f, 1}, "top-1"},          {{true, 0.5f, 100000}, "top-k past V"}};
+  int64_t draws = 0, differ = 0;
+  uint64_t seed = 900;
+  for (int64_t V : {int64_t{2048}, int64_t{32000}, int64_t{7}})
+    for (int B : {1, 3, 32})
+      for (bool ties : {false, true}) {
+        // Ties: logits on a coarse grid, so the top-k threshold falls inside a run of equal values.
+        Tensor l = rand_t({B, V}, seed++, 4.f);
+        if (ties)
+          for (int64_t i = 0; i < l.numel(); ++i) l.f32()[i] = std::round(l.f32()[i] * 2.f) / 2.f;
+        const Pair lg = both(l);
+        for (const P& p : params)
+          for (int step = 0; step < 3; ++step) {
+            SCOPED_TRACE(testing::Message() << "V " << V << " B " << B << " " << p.what << (ties ? " ties" : ""));
+            std::vector<int64_t> steps(B);
+            for (int b = 0; b < B; ++b) steps[b] = step * 7 + b;
+            Pair tok = zeros({B, 2}, DType::I64);
+            C().sample(lg.c, p.p, 42, steps, 3, tok.c, 1);
+            G().sample(lg.g, p.p, 42, steps, 3, tok.g, 1);
+            const Tensor got = down(G(), tok.g);
+            for (int b = 0; b < B; ++b) {
+              const int64_t want = tok.c.i64()[b * 2 + 1], have = got.i64()[b * 2 + 1];
+              ASSERT_GE(have, 0);
+              ASSERT_LT(have, V);
+              EXPECT_EQ(got.i64()[b * 2], 0);  // other columns untouched
+              ++draws;
+              if (want != have) {
+                ++differ;
+                if (!p.p.use_sampling) ADD_FAILURE() << "greedy token " << have << " vs " << want;
+              }
+            }
+          }
+      }
+  std::printf("sample: %lld of %lld GPU draws differ from the host's\n", static_cast<long long>(differ),
+              static_cast<long long>(draws));
+  EXPECT_LE(differ * 1000, draws);
+}
+
+// A stage's recording replays exactly what eager runs compute: an LM run with CUDA graphs (warm,
+// capture, then replays) draws the same tokens as the same run on a backend without graphs.
+TEST_F(CudaOps, RecordedStagesReplayLikeEagerRuns) {
+  SyntheticSource src(11);
+  setenv("MOSHI_CUDA_GRAPHS", "0", 1);
+  BackendOptions o;
+  o.device = "cuda";
+  std::shared_ptr<Backend> eager = make_backend(o);
+  unsetenv("MOSHI_CUDA_GRAPHS");
+  auto run = [&](std::shared_ptr<Backend> be) {
+    auto m = LmModel::load(src, tiny_lm_config(), be);
+    GenParams p;
+    p.seed = 5;
+    LmGen gen(m, 3, p);
+    const int nu = gen.user_codebooks();
+    std::vector<int64_t> user(static_cast<size_t>(3) * nu), out, all;
+    std::vector<uint8_t> ready;
+    for (int s = 0; s < 8; ++s) {
+      for (size_t i = 0; i < user.size(); ++i) user[i] = (s * 131 + i * 17) % 2048;
+      gen.step(user, nu, out, ready);
+      all.insert(all.end(), out.begin(), out.end());
+      if (s == 4) gen.reset(1);  // a reset stream replays through the same recording
+    }
+    return all;
+  };
+  const std::vector<int64_t> a = run(gpu_), b = run(eager);
+  EXPECT_EQ(a, b);
+  EXPECT_GT(std::count_if(a.begin(), a.end(), [](int64_t t) { return t >= 0; }), 0);
+}
+
+TEST_F(CudaOps, StagesRefuseChangedSequencesAndRoundTrips) {
+  const Tensor w = G().prepare_linear(to_bf16(rand_t({64, 32}, 81)));
+  Tensor x = up(G(), rand_t({2, 32}, 82)), y = G().empty(DType::F32, {2, 64});
+  Tensor x1 = x.slice0(0, 1), y1 = y.slice0(0, 1);
+  const int id = G().stage_create();
+  for (int run = 0; run < 3; ++run) {  // warm, capture, replay
+    G().stage_begin(id);
+    G().linear(x, w, nullptr, y);
+    G().stage_end(id);
+  }
+  Pair ref = zeros({2, 64});
+  G().linear(x, w, nullptr, ref.g);
+  EXPECT_EQ(rel_err(down(G(), y), down(G(), ref.g)), 0.0);
+  G().stage_begin(id);
+  G().linear(x1, w, nullptr, y1);  // another launch shape: refused, nothing runs
+  EXPECT_THROW(G().stage_end(id), Error);
+  G().stage_begin(id);
+  std::vector<float> h(128);
+  EXPECT_THROW(G().download(y, h.data()), Error);  // no round trip inside a stage
+  EXPECT_THROW(G().stage_end(id), Error);          // and the interrupted run is not replayed
+  G().stage_destroy(id);
+  G().linear(x, w, nullptr, y);  // the backend still works
+  EXPECT_EQ(rel_err(down(G(), y), down(G(), ref.g)), 0.0);
 }
 
 TEST_F(CudaOps, MemoryOpsRoundTrip) {

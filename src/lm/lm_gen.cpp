@@ -1,5 +1,6 @@
 #include "lm/lm_gen.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "core/error.h"
@@ -36,6 +37,14 @@ void LmGen::reset(int stream) {
   model_->reset(*state_, stream);
 }
 
+void LmGen::skip_context(int64_t steps) {
+  MOSHI_CHECK(steps >= 0, "skip_context: steps must be >= 0");
+  for (int b = 0; b < batch_; ++b) {
+    offsets_[b] += steps;
+    model_->skip(*state_, b, steps);
+  }
+}
+
 void LmGen::step(const std::vector<int64_t>& user, int n_user, std::vector<int64_t>& out,
                  std::vector<uint8_t>& ready, std::vector<float>* text_logits) {
   const auto t0 = Clock::now();
@@ -56,27 +65,43 @@ void LmGen::step(const std::vector<int64_t>& user, int n_user, std::vector<int64
   for (int b = 0; b < B; ++b)
     for (int k = 0; k < K_; ++k)
       input[static_cast<size_t>(b) * K_ + k] = offsets_[b] <= d[k] ? initial_[k] : cache(b, k, offsets_[b] % CT_);
-  // 3-4. Temporal step and text token.
-  model_->temporal_step(*state_, input, text_logits_);
+  // 3-4. Temporal step and text token, then 5. the depformer over the audio codebooks, each
+  // token drawn on the backend and fed to the next codebook there. Each part is a stage the
+  // backend may record once and replay (not while a tap reads intermediate results).
+  Backend& be = model_->backend();
+  const bool staged = state_->tap == nullptr;
+  if (staged) state_->temporal_stage.begin();
+  const Tensor& tl = model_->temporal_step(*state_, input);
+  be.sample(tl, params_.text, params_.seed, offsets_, kTextSite, state_->tokens, 0);
+  if (staged) state_->temporal_stage.end();
+  if (text_logits) {
+    text_logits->resize(static_cast<size_t>(tl.numel()));
+    be.download(tl, text_logits->data());
+  }
+  be.synchronize();  // so that the stage timings below are the device's
   const auto t1 = Clock::now();
-  const int64_t V = c.text_card_out;
-  std::vector<int64_t> text(B);
-  for (int b = 0; b < B; ++b)
-    text[b] = sample_token(&text_logits_[static_cast<size_t>(b) * V], V, params_.text, params_.seed,
-                           static_cast<uint64_t>(b), static_cast<uint64_t>(offsets_[b]), kTextSite);
-  if (text_logits) *text_logits = text_logits_;
-  // 5. Depformer over the audio codebooks, each token fed to the next step.
-  std::vector<int64_t> audio(static_cast<size_t>(B) * c.dep_q);
-  model_->depformer_frame(*state_, text, [&](int k, const std::vector<float>& logits) {
-    std::vector<int64_t> tok(B);
-    for (int b = 0; b < B; ++b) {
-      tok[b] = sample_token(&logits[static_cast<size_t>(b) * c.card], c.card, params_.audio, params_.seed,
-                            static_cast<uint64_t>(b), static_cast<uint64_t>(offsets_[b]), 1 + k);
-      audio[static_cast<size_t>(b) * c.dep_q + k] = tok[b];
-    }
-    return tok;
-  });
+  if (c.dep_q > 0) {
+    if (staged) state_->depformer_stage.begin();
+    model_->depformer_frame(*state_, [&](int k, const Tensor& logits) {
+      be.sample(logits, params_.audio, params_.seed, offsets_, 1 + static_cast<uint64_t>(k), state_->tokens, 1 + k);
+    });
+    if (staged) state_->depformer_stage.end();
+  }
+  tokens_.resize(static_cast<size_t>(state_->tokens.numel()));
+  be.download(state_->tokens, tokens_.data());
   const auto t2 = Clock::now();
+  std::vector<int64_t> text(B), audio(static_cast<size_t>(B) * c.dep_q);
+  for (int b = 0; b < B; ++b) {
+    text[b] = tokens_[static_cast<size_t>(b) * G];
+    const int64_t text_rows = std::min<int64_t>(c.text_card_out, c.text_card + 1);  // embeddable ids
+    MOSHI_CHECK(text[b] >= 0 && text[b] < text_rows, "lm step: drawn text token ", text[b], " is out of range [0, ",
+                text_rows, ")");
+    for (int k = 0; k < c.dep_q; ++k) {
+      const int64_t t = tokens_[static_cast<size_t>(b) * G + 1 + k];
+      MOSHI_CHECK(t >= 0 && t < c.card, "lm step: drawn audio token ", t, " is out of range [0, ", c.card, ")");
+      audio[static_cast<size_t>(b) * c.dep_q + k] = t;
+    }
+  }
   // 6. Advance and store what was generated.
   for (int b = 0; b < B; ++b) {
     const int64_t s = ++offsets_[b];

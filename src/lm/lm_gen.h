@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "lm/lm_model.h"
-#include "lm/sampler.h"
+#include "runtime/sampling.h"
 
 namespace moshi {
 
@@ -31,6 +31,8 @@ class LmGen {
   void step(const std::vector<int64_t>& user, int n_user, std::vector<int64_t>& out, std::vector<uint8_t>& ready,
             std::vector<float>* text_logits = nullptr);
   void reset(int stream);
+  // Every stream `steps` steps on without computing them (see LmGenerator::skip_context).
+  void skip_context(int64_t steps);
   int64_t offset(int stream) const { return offsets_[stream]; }
   const StepTimings& timings() const { return timings_; }
   void set_tap(const Tap* tap) { state_->set_tap(tap); }
@@ -43,7 +45,7 @@ class LmGen {
   int batch_, K_, CT_;
   std::unique_ptr<LmState> state_;
   std::vector<int64_t> cache_, offsets_, initial_;
-  std::vector<float> text_logits_;
+  std::vector<int64_t> tokens_;  // the step's drawn tokens, read back from the backend
   StepTimings timings_;
 };
 

@@ -124,6 +124,9 @@ std::unique_ptr<LmState> LmModel::new_state(int batch, int max_steps) const {
                                      cfg_.temporal.context > 0 ? 0 : std::max(max_steps, kUnlimitedContextSteps),
                                      kv_dtype_);
   if (cfg_.dep_q > 0) st->depformer = depformer_.new_state(*be_, batch * max_steps, 1, cfg_.dep_q);
+  st->tokens = be_->empty(DType::I64, {batch, 1 + cfg_.dep_q});
+  st->temporal_stage = StageHandle(*be_);
+  st->depformer_stage = StageHandle(*be_);
   return st;
 }
 
@@ -145,6 +148,24 @@ void LmModel::embed(LmState& st, const Embedding& e, const std::vector<int64_t>&
   be_->add_scaled(out, y, nullptr);
 }
 
+void LmModel::embed_from(LmState& st, const Embedding& e, const Tensor& ids, int64_t col, Tensor& out,
+                         bool accumulate, int slot) const {
+  if (!e.low_rank.defined()) {
+    be_->embedding_from(e.table, ids, col, out, accumulate);
+    return;
+  }
+  const int64_t N = ids.dim(0);
+  Tensor& r = st.ws.f32(*be_, slot, {N, e.table.dim(1)});
+  be_->embedding_from(e.table, ids, col, r, false);
+  if (!accumulate) {
+    be_->linear(r, e.low_rank, nullptr, out);
+    return;
+  }
+  Tensor& y = st.ws.f32(*be_, slot + 100, {N, out.dim(-1)});
+  be_->linear(r, e.low_rank, nullptr, y);
+  be_->add_scaled(out, y, nullptr);
+}
+
 void LmModel::out_norm(const Tensor& x, Tensor& y) const {
   if (cfg_.out_norm == NormKind::RmsNorm)
     be_->rms_norm(x, out_norm_w_, cfg_.out_norm_eps, y);
@@ -152,7 +173,7 @@ void LmModel::out_norm(const Tensor& x, Tensor& y) const {
     be_->layer_norm(x, out_norm_w_, out_norm_b_, cfg_.out_norm_eps, y);
 }
 
-void LmModel::temporal_step(LmState& st, const std::vector<int64_t>& tokens, std::vector<float>& text_logits) const {
+const Tensor& LmModel::temporal_step(LmState& st, const std::vector<int64_t>& tokens) const {
   Backend& be = *be_;
   const int B = st.batch, K = cfg_.num_codebooks();
   MOSHI_CHECK(static_cast<int>(tokens.size()) == B * K, "lm step: ", tokens.size(), " tokens for ", B, " x ", K);
@@ -174,12 +195,17 @@ void LmModel::temporal_step(LmState& st, const std::vector<int64_t>& tokens, std
   Tensor& tl = st.ws.f32(be, kTextLogits, {B, cfg_.text_card_out});
   be.linear(z, text_linear_, text_bias_.defined() ? &text_bias_ : nullptr, tl);
   if (st.tap) (*st.tap)("lm.text_logits", tl);
-  text_logits.resize(static_cast<size_t>(B) * cfg_.text_card_out);
-  be.download(tl, text_logits.data());
+  return tl;
+}
+
+void LmModel::temporal_step(LmState& st, const std::vector<int64_t>& tokens, std::vector<float>& text_logits) const {
+  const Tensor& tl = temporal_step(st, tokens);
+  text_logits.resize(static_cast<size_t>(tl.numel()));
+  be_->download(tl, text_logits.data());
 }
 
 void LmModel::run_depformer(LmState& st, const Tensor& z, int64_t rows,
-                            const std::function<std::vector<int64_t>(int k)>& tokens_in,
+                            const std::function<void(int k, Tensor& in)>& feed,
                             const std::function<void(int k, const Tensor& logits)>& emit) const {
   Backend& be = *be_;
   const int64_t Dd = cfg_.depformer_dim;
@@ -191,7 +217,7 @@ void LmModel::run_depformer(LmState& st, const Tensor& z, int64_t rows,
   Tensor& logits = st.ws.f32(be, kLogits, {rows, cfg_.card});
   for (int k = 0; k < cfg_.dep_q; ++k) {
     be.linear(z, depformer_in_[cfg_.depformer_in_index(k)], nullptr, in);
-    embed(st, dep_emb_[k], tokens_in(k), in, true, kLowRank2);
+    feed(k, in);
     ds.tap_prefix = "lm.dep" + std::to_string(k) + ".";
     depformer_.forward(be, in, 1, ds, 1);
     const Tensor* h = &in;
@@ -208,22 +234,12 @@ void LmModel::run_depformer(LmState& st, const Tensor& z, int64_t rows,
   }
 }
 
-void LmModel::depformer_frame(LmState& st, const std::vector<int64_t>& text_tokens, const Sampler& sample) const {
+void LmModel::depformer_frame(LmState& st, const Sampler& sample) const {
   if (cfg_.dep_q == 0) return;
-  const int B = st.batch;
-  MOSHI_CHECK(static_cast<int>(text_tokens.size()) == B, "lm depformer: ", text_tokens.size(), " text tokens for ",
-              B, " streams");
-  Tensor& z = st.ws.f32(*be_, kZ, {B, cfg_.dim});
-  std::vector<int64_t> prev = text_tokens;
-  std::vector<float> host;
+  Tensor& z = st.ws.f32(*be_, kZ, {st.batch, cfg_.dim});
   run_depformer(
-      st, z, B, [&](int) { return prev; },
-      [&](int k, const Tensor& logits) {
-        host.resize(static_cast<size_t>(logits.numel()));
-        be_->download(logits, host.data());
-        prev = sample(k, host);
-        MOSHI_CHECK(static_cast<int>(prev.size()) == B, "lm depformer: sampler returned ", prev.size(), " tokens");
-      });
+      st, z, st.batch, [&](int k, Tensor& in) { embed_from(st, dep_emb_[k], st.tokens, k, in, true, kLowRank2); },
+      sample);
 }
 
 LmModel::ForwardOut LmModel::forward(const std::vector<int64_t>& codes, int B, int T) const {
@@ -282,9 +298,9 @@ LmModel::ForwardOut LmModel::forward(const std::vector<int64_t>& codes, int B, i
     std::vector<float> host(static_cast<size_t>(N) * C);
     run_depformer(
         *st, z, N,
-        [&](int k) {
+        [&](int k, Tensor& in) {
           // Step k reads the target row k of S: text for k = 0, Moshi codebook k-1 after.
-          return gather(k, 1);
+          embed(*st, dep_emb_[k], gather(k, 1), in, true, kLowRank2);
         },
         [&](int k, const Tensor& logits) {
           be.download(logits, host.data());

@@ -24,6 +24,11 @@ struct LmState {
   Transformer::State temporal;
   Transformer::State depformer;
   Workspace ws;
+  // [B, 1 + dep_q] i64 on the backend: the frame's text token, then one per audio codebook,
+  // drawn on the device so that the depformer never waits for the host.
+  Tensor tokens;
+  // Recordings of the two stages of a step (see Backend::stage_create).
+  StageHandle temporal_stage, depformer_stage;
   const Tap* tap = nullptr;  // "lm.embed", "lm.temporal.layer<i>", "lm.z", "lm.text_logits", "lm.dep<k>..."
   void set_tap(const Tap* t) {
     tap = t;
@@ -43,14 +48,20 @@ class LmModel {
   // A state for `batch` streams, each carrying up to max_steps steps per temporal call.
   std::unique_ptr<LmState> new_state(int batch, int max_steps = 1) const;
   void reset(LmState& st, int stream) const { temporal_.reset(st.temporal, stream); }
+  // The stream's temporal position moves `steps` on; its cache keeps whatever it holds.
+  void skip(LmState& st, int stream, int64_t steps) const { st.temporal.offset[stream] += steps; }
 
-  // One temporal step: tokens [B, K] (host, K = 1 + n_q; text first) -> text logits [B, text_card_out]
-  // (host), keeping the out-normed hidden state for the depformer.
+  // One temporal step: tokens [B, K] (host, K = 1 + n_q; text first) -> text logits
+  // [B, text_card_out] on the backend (valid until the next step), keeping the out-normed hidden
+  // state for the depformer.
+  const Tensor& temporal_step(LmState& st, const std::vector<int64_t>& tokens) const;
+  // As above, with the logits read back to the host.
   void temporal_step(LmState& st, const std::vector<int64_t>& tokens, std::vector<float>& text_logits) const;
-  // The depformer over one frame after temporal_step: starts from the text token of every stream
-  // and calls `sample(k, logits [B, card])` for codebook k, which returns the B tokens fed next.
-  using Sampler = std::function<std::vector<int64_t>(int k, const std::vector<float>& logits)>;
-  void depformer_frame(LmState& st, const std::vector<int64_t>& text_tokens, const Sampler& sample) const;
+  // The depformer over one frame after temporal_step, once the text token is in st.tokens[:, 0]:
+  // for each codebook k, `sample(k, logits [B, card])` must write the drawn tokens into
+  // st.tokens[:, 1 + k] (on the backend), from where step k + 1 embeds them.
+  using Sampler = std::function<void(int k, const Tensor& logits)>;
+  void depformer_frame(LmState& st, const Sampler& sample) const;
 
   // Teacher-forced forward over whole sequences (model-spec §4): codes [B, K, T] (host) ->
   // audio logits [B, dep_q, T, card] and text logits [B, 1, T, text_card_out], undelayed, with
@@ -65,6 +76,8 @@ class LmModel {
   // Bytes of matrix weights one generation step reads (temporal + text head + one depformer
   // pass over every codebook), the floor a step's time is measured against.
   double weight_bytes_per_step() const;
+  // Bytes of temporal KV cache one stream's step reads per position of context.
+  double kv_bytes_per_position() const { return temporal_.kv_bytes_per_position(kv_dtype_); }
 
  private:
   struct Embedding {
@@ -72,13 +85,15 @@ class LmModel {
   };
   void embed(LmState& st, const Embedding& e, const std::vector<int64_t>& ids, Tensor& out, bool accumulate,
              int slot) const;
+  // As embed, with the ids in column `col` of the backend tensor `ids`.
+  void embed_from(LmState& st, const Embedding& e, const Tensor& ids, int64_t col, Tensor& out, bool accumulate,
+                  int slot) const;
   void load_embedding(WeightBinder& wb, const std::string& name, int64_t rows, int64_t dim, int low_rank,
                       Embedding& e, DType dt);
   void out_norm(const Tensor& x, Tensor& y) const;
-  // The depformer over `rows` streams whose temporal output is z_rows; tokens_in(k) gives the
-  // B tokens fed to step k; returns logits for every k through `emit`.
-  void run_depformer(LmState& st, const Tensor& z, int64_t rows,
-                     const std::function<std::vector<int64_t>(int k)>& tokens_in,
+  // The depformer over `rows` streams whose temporal output is z; feed(k, in) adds the
+  // embedding of the tokens fed to step k onto `in`; returns logits for every k through `emit`.
+  void run_depformer(LmState& st, const Tensor& z, int64_t rows, const std::function<void(int k, Tensor& in)>& feed,
                      const std::function<void(int k, const Tensor& logits)>& emit) const;
 
   LmConfig cfg_;

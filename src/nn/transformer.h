@@ -47,6 +47,12 @@ class Transformer {
   const TransformerSpec& spec() const { return spec_; }
   // Bytes of the matrices a step with weight set `set` reads (-1: set 0, all layers).
   double weight_bytes(int set) const;
+  int num_layers() const { return static_cast<int>(layers_.size()); }
+  // Cached key and value bytes per position over all layers, for a cache of `kv_dtype`.
+  double kv_bytes_per_position(DType kv_dtype) const {
+    const AttnShape a = attn_shape();
+    return static_cast<double>(layers_.size()) * 2 * a.kv_heads * a.head_dim * dtype_size(kv_dtype);
+  }
 
   struct State {
     std::vector<KvCache> caches;  // one per layer

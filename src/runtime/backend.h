@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "runtime/sampling.h"
 
 namespace moshi {
 
@@ -110,6 +111,35 @@ class Backend {
   virtual void vq_encode(Tensor& r, const Tensor& codebook, const Tensor& norms, Tensor& codes) = 0;
   // acc[N, D] += codebook[codes[n]] (codes checked against [0, bins)).
   virtual void vq_decode_add(Tensor& acc, const Tensor& codebook, const Tensor& norms, const Tensor& codes) = 0;
+
+  // ---- tokens that stay on the device -----------------------------------------------------
+  // As embedding, with the ids read from column `col` of an i64 tensor [N, S] this backend
+  // made (tokens drawn by `sample`), so that no step waits for the host. Ids are not checked
+  // here (they are, by the caller, once downloaded); an id >= V reads row V-1, never past it.
+  virtual void embedding_from(const Tensor& table, const Tensor& ids, int64_t col, Tensor& out, bool accumulate) = 0;
+  // tokens[b, col] (i64 [B, S]) <- one token per row b of logits [B, V], as sample_token(row b,
+  // V, p, seed, stream b, steps[b], site) on the host (greedy: ties to the lowest index).
+  virtual void sample(const Tensor& logits, const SamplingParams& p, uint64_t seed, const std::vector<int64_t>& steps,
+                      uint64_t site, Tensor& tokens, int64_t col) = 0;
+
+  // ---- repeated op sequences ---------------------------------------------------------------
+  // A stage is a sequence of ops that repeats identically (same ops, shapes, tensors and launch
+  // shapes; only the values of host arrays such as positions and ids change), e.g. one LM step.
+  // A backend may record it once and replay the recording afterwards (CUDA graphs): the ops
+  // between stage_begin and stage_end must then not read results back to the host. Backends
+  // without recordings run the ops as they come. Ids come from stage_create, are released by
+  // stage_destroy, and belong to one sequence of ops on one set of tensors.
+  virtual int stage_create() { return 0; }
+  virtual void stage_destroy(int /*id*/) {}
+  virtual void stage_begin(int /*id*/) {}
+  virtual void stage_end(int /*id*/) {}
+
+  // ---- timing --------------------------------------------------------------------------------
+  // Waits until every op queued so far has finished (ops of asynchronous backends).
+  virtual void synchronize() {}
+  // The device memory's read bandwidth in GB/s, measured now; 0 where the backend has no
+  // memory of its own (the CPU's is measured by moshi::measure_read_bandwidth_gbps).
+  virtual double measure_read_bandwidth_gbps() { return 0; }
 };
 
 struct BackendOptions {
@@ -118,5 +148,40 @@ struct BackendOptions {
 };
 
 std::shared_ptr<Backend> make_backend(const BackendOptions& opts);
+
+// Owns a stage id of a backend (see Backend::stage_create) for the lifetime of the tensors its
+// ops use; movable, not copyable.
+class StageHandle {
+ public:
+  StageHandle() = default;
+  explicit StageHandle(Backend& be) : be_(&be), id_(be.stage_create()) {}
+  StageHandle(StageHandle&& o) noexcept : be_(o.be_), id_(o.id_) { o.be_ = nullptr; }
+  StageHandle& operator=(StageHandle&& o) noexcept {
+    if (this != &o) {
+      release();
+      be_ = o.be_;
+      id_ = o.id_;
+      o.be_ = nullptr;
+    }
+    return *this;
+  }
+  StageHandle(const StageHandle&) = delete;
+  StageHandle& operator=(const StageHandle&) = delete;
+  ~StageHandle() { release(); }
+  void begin() const {
+    if (be_) be_->stage_begin(id_);
+  }
+  void end() const {
+    if (be_) be_->stage_end(id_);
+  }
+
+ private:
+  void release() {
+    if (be_) be_->stage_destroy(id_);
+    be_ = nullptr;
+  }
+  Backend* be_ = nullptr;
+  int id_ = 0;
+};
 
 }  // namespace moshi

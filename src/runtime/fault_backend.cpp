@@ -99,6 +99,17 @@ class FaultyBackend final : public Backend {
     in_->embedding(t, ids, out, acc);
     hit("embedding", out);
   }
+  void embedding_from(const Tensor& t, const Tensor& ids, int64_t col, Tensor& out, bool acc) override {
+    in_->embedding_from(t, ids, col, out, acc);
+    hit("embedding", out);
+  }
+  void sample(const Tensor& l, const SamplingParams& p, uint64_t seed, const std::vector<int64_t>& steps,
+              uint64_t site, Tensor& tokens, int64_t col) override {
+    in_->sample(l, p, seed, steps, site, tokens, col);
+  }
+  // Stages are not forwarded: a fault reads results back inside them, so ops run as they come.
+  void synchronize() override { in_->synchronize(); }
+  double measure_read_bandwidth_gbps() override { return in_->measure_read_bandwidth_gbps(); }
   void sin_embedding_add(Tensor& x, const std::vector<int64_t>& pos, float mp, float s) override {
     in_->sin_embedding_add(x, pos, mp, s);
     hit("sin_embedding_add", x);

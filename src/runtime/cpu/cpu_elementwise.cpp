@@ -1,6 +1,7 @@
 // Element-wise ops, norms and layout changes on the CPU.
 #include <cmath>
 #include <cstring>
+#include <algorithm>
 #include <string>
 
 #include "core/error.h"
@@ -98,6 +99,28 @@ void CpuBackend::embedding(const Tensor& table, const std::vector<int64_t>& ids,
       for (int64_t d = 0; d < D; ++d) o[d] = (accumulate ? o[d] : 0.f) + src[d];
     }
   }
+}
+
+void CpuBackend::embedding_from(const Tensor& table, const Tensor& ids, int64_t col, Tensor& out, bool accumulate) {
+  MOSHI_CHECK(ids.dtype() == DType::I64 && ids.ndim() == 2 && col >= 0 && col < ids.dim(1),
+              "embedding_from: ids ", shape_str(ids.shape()), " have no column ", col);
+  const int64_t N = ids.dim(0), S = ids.dim(1), V = table.dim(0);
+  std::vector<int64_t> v(static_cast<size_t>(N));
+  for (int64_t n = 0; n < N; ++n) v[n] = std::min(ids.i64()[n * S + col], V - 1);
+  embedding(table, v, out, accumulate);
+}
+
+void CpuBackend::sample(const Tensor& logits, const SamplingParams& p, uint64_t seed,
+                        const std::vector<int64_t>& steps, uint64_t site, Tensor& tokens, int64_t col) {
+  const int64_t B = static_cast<int64_t>(steps.size()), V = B ? logits.numel() / B : 0;
+  MOSHI_CHECK(logits.dtype() == DType::F32 && V > 0 && logits.numel() == B * V, "sample: logits ",
+              shape_str(logits.shape()), " for ", B, " streams");
+  MOSHI_CHECK(tokens.dtype() == DType::I64 && tokens.ndim() == 2 && tokens.dim(0) == B && col >= 0 &&
+                  col < tokens.dim(1),
+              "sample: tokens ", shape_str(tokens.shape()), " have no column ", col, " for ", B, " streams");
+  for (int64_t b = 0; b < B; ++b)
+    tokens.i64()[b * tokens.dim(1) + col] =
+        sample_token(logits.f32() + b * V, V, p, seed, static_cast<uint64_t>(b), static_cast<uint64_t>(steps[b]), site);
 }
 
 void CpuBackend::sin_embedding_add(Tensor& x, const std::vector<int64_t>& pos, float max_period, float scale) {

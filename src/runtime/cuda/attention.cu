@@ -50,12 +50,59 @@ __global__ void kv_write_kernel(const float* __restrict__ qkv, TC* __restrict__ 
   }
 }
 
+// EPL consecutive cache values widened to f32 (EPL·sizeof(TC) is 4, 8, 16 or 32 bytes; the
+// rows are aligned to it because D = 32·EPL).
+template <int EPL>
+__device__ __forceinline__ void load_vec(const float* p, float (&f)[EPL]) {
+#pragma unroll
+  for (int i = 0; i < EPL; i += 4) {
+    if (EPL - i >= 4) {
+      const float4 v = *reinterpret_cast<const float4*>(p + i);
+      f[i] = v.x;
+      f[i + 1] = v.y;
+      f[i + 2] = v.z;
+      f[i + 3] = v.w;
+    } else {
+#pragma unroll
+      for (int j = i; j < EPL; ++j) f[j] = p[j];
+    }
+  }
+}
+template <int EPL>
+__device__ __forceinline__ void load_vec(const uint16_t* p, float (&f)[EPL]) {
+  if constexpr (EPL >= 8) {
+#pragma unroll
+    for (int i = 0; i < EPL; i += 8) {
+      const uint4 v = *reinterpret_cast<const uint4*>(p + i);
+      const uint32_t u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        f[i + 2 * j] = __uint_as_float(u[j] << 16);
+        f[i + 2 * j + 1] = __uint_as_float(u[j] & 0xffff0000u);
+      }
+    }
+  } else if constexpr (EPL == 4) {
+    const uint2 v = *reinterpret_cast<const uint2*>(p);
+    f[0] = __uint_as_float(v.x << 16);
+    f[1] = __uint_as_float(v.x & 0xffff0000u);
+    f[2] = __uint_as_float(v.y << 16);
+    f[3] = __uint_as_float(v.y & 0xffff0000u);
+  } else if constexpr (EPL == 2) {
+    const uint32_t v = *reinterpret_cast<const uint32_t*>(p);
+    f[0] = __uint_as_float(v << 16);
+    f[1] = __uint_as_float(v & 0xffff0000u);
+  } else {
+#pragma unroll
+    for (int j = 0; j < EPL; ++j) f[j] = bf16_bits_to_f32(p[j]);
+  }
+}
+
 // part (split-K only): per (row, head, split) [max, sum, acc[D]].
 template <int EPL, typename TC>
 __global__ void __launch_bounds__(kAttnWarps * 32)
     attention_kernel(const float* __restrict__ qkv, const TC* __restrict__ kc, const TC* __restrict__ vc,
                      const int64_t* __restrict__ pos, const int64_t* __restrict__ lo, int64_t T, int H, int rep,
-                     int D, int64_t R, int64_t KD, int64_t cap, float scale, int64_t chunk, int splits,
+                     int D, int64_t R, int64_t KD, int64_t cap, float scale, int splits,
                      float* __restrict__ out, float* __restrict__ part) {
   __shared__ float sm_m[kAttnWarps], sm_l[kAttnWarps];
   __shared__ float sm_acc[kAttnWarps][EPL * 32];
@@ -63,12 +110,21 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
   const int64_t r = blockIdx.x;
   const int h = blockIdx.y, split = blockIdx.z;
   const int64_t b = r / T, p = pos[r], l = max(lo[r], int64_t{0}), n = p - l + 1;
+  // Each row's own window is spread over the splits, so that the launch shape depends only on
+  // the cache's capacity (a recorded graph replays at any position).
+  const int64_t chunk = (n + splits - 1) / splits;
   const int64_t j0 = split * chunk, j1 = min(n, j0 + chunk);
   const int kvh = h / rep;
+  // A head's values: lane-contiguous (d = lane·EPL + e, one vector load per row) when D fills
+  // the warp exactly, else strided (d = e·32 + lane).
+  const bool contig = D == EPL * 32;
   float q[EPL];
   const float* qr = qkv + r * R + static_cast<int64_t>(h) * D;
 #pragma unroll
-  for (int e = 0; e < EPL; ++e) q[e] = e * 32 + lane < D ? qr[e * 32 + lane] : 0.f;
+  for (int e = 0; e < EPL; ++e) {
+    const int d = contig ? lane * EPL + e : e * 32 + lane;
+    q[e] = d < D ? qr[d] : 0.f;
+  }
   const TC* kb = kc + b * cap * KD + static_cast<int64_t>(kvh) * D;
   const TC* vb = vc + b * cap * KD + static_cast<int64_t>(kvh) * D;
   const int64_t s0 = l % cap;  // positions [l, p] are slots s0, s0+1, ... wrapping at cap
@@ -86,12 +142,20 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
       const TC* kr = kb + slot * KD;
       const TC* vr = vb + slot * KD;
       float dot = 0.f;
+      if (contig) {
+        float kk[EPL];
+        load_vec<EPL>(kr + lane * EPL, kk);
+        load_vec<EPL>(vr + lane * EPL, vv[u]);
 #pragma unroll
-      for (int e = 0; e < EPL; ++e) {
-        const int d = e * 32 + lane;
-        const bool in = d < D;
-        dot = fmaf(q[e], in ? load_widen(kr + d) : 0.f, dot);
-        vv[u][e] = in ? load_widen(vr + d) : 0.f;
+        for (int e = 0; e < EPL; ++e) dot = fmaf(q[e], kk[e], dot);
+      } else {
+#pragma unroll
+        for (int e = 0; e < EPL; ++e) {
+          const int d = e * 32 + lane;
+          const bool in = d < D;
+          dot = fmaf(q[e], in ? load_widen(kr + d) : 0.f, dot);
+          vv[u][e] = in ? load_widen(vr + d) : 0.f;
+        }
       }
       sc[u] = dot;
     }
@@ -133,9 +197,11 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
   }
   const int64_t base = ((r * H + h) * splits + split) * (D + 2);
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    // sm_acc holds each warp's values in its lanes' order: d's slot in that order.
+    const int i = contig ? (d % EPL) * 32 + d / EPL : d;
     float A = 0.f;
 #pragma unroll
-    for (int w = 0; w < kAttnWarps; ++w) A += sm_acc[w][d] * wt[w];
+    for (int w = 0; w < kAttnWarps; ++w) A += sm_acc[w][i] * wt[w];
     if (splits == 1)
       out[(r * H + h) * D + d] = A / L;
     else
@@ -172,15 +238,15 @@ __global__ void attention_combine_kernel(const float* __restrict__ part, float* 
 template <int EPL>
 void launch_attention(Impl& im, dim3 grid, const float* qkv, const void* kc, const void* vc, bool bf16,
                       const int64_t* pos, const int64_t* lo, int64_t T, int H, int rep, int D, int64_t R, int64_t KD,
-                      int64_t cap, float scale, int64_t chunk, int splits, float* out, float* part) {
+                      int64_t cap, float scale, int splits, float* out, float* part) {
   if (bf16) {
     launch(im, "attention", attention_kernel<EPL, uint16_t>, grid, dim3(kAttnWarps * 32), 0, qkv,
            static_cast<const uint16_t*>(kc), static_cast<const uint16_t*>(vc), pos, lo, T, H, rep, D, R, KD, cap,
-           scale, chunk, splits, out, part);
+           scale, splits, out, part);
     return;
   }
   launch(im, "attention", attention_kernel<EPL, float>, grid, dim3(kAttnWarps * 32), 0, qkv, static_cast<const float*>(kc),
-         static_cast<const float*>(vc), pos, lo, T, H, rep, D, R, KD, cap, scale, chunk, splits, out, part);
+         static_cast<const float*>(vc), pos, lo, T, H, rep, D, R, KD, cap, scale, splits, out, part);
 }
 
 }  // namespace
@@ -259,24 +325,23 @@ void CudaBackend::attention(const Tensor& qkv, const KvCache& cache, const AttnS
   MOSHI_CHECK(D >= 1 && D <= cuda::kMaxHeadDim, "cuda attention: head_dim ", D, " is not supported (at most ",
               cuda::kMaxHeadDim, ")");
   MOSHI_CHECK(rows <= INT32_MAX && H <= 65535, "cuda attention: too many rows or heads");
-  int64_t n_max = 0;
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t l = std::max<int64_t>(lo[r], 0);
     MOSHI_CHECK(pos[r] - l < cap, "attention: window of position ", pos[r], " exceeds the cache capacity ", cap);
     MOSHI_CHECK(pos[r] >= l, "attention: empty window [", lo[r], ", ", pos[r], "]");
-    n_max = std::max(n_max, pos[r] - l + 1);
   }
   if (rows == 0) return;
   cuda::Impl& im = *impl_;
-  // Split long windows when batch x heads blocks alone would leave most SMs idle.
+  // Split windows as long as the cache when batch x heads blocks alone would leave most SMs
+  // idle. The split count follows the capacity, never the positions, so that a recorded stage
+  // keeps its launch shape; each row divides its own window among the splits.
   const int64_t blocks = rows * H, want = 2 * static_cast<int64_t>(im.sms);
   int splits = 1;
   if (blocks < want) {
-    const int64_t by_keys = (n_max + cuda::kMinKeysPerSplit - 1) / cuda::kMinKeysPerSplit;
+    const int64_t by_keys = (cap + cuda::kMinKeysPerSplit - 1) / cuda::kMinKeysPerSplit;
     splits = static_cast<int>(
         std::max<int64_t>(1, std::min<int64_t>({(want + blocks - 1) / blocks, by_keys, cuda::kMaxSplits})));
   }
-  const int64_t chunk = (n_max + splits - 1) / splits;
   const int64_t* args = im.put_args({&pos, &lo}, op);
   float* part = splits > 1 ? im.ensure_t<float>(cuda::kAttnPart, rows * H * splits * (D + 2), op) : nullptr;
   const float scale = 1.f / std::sqrt(static_cast<float>(D));
@@ -293,7 +358,7 @@ void CudaBackend::attention(const Tensor& qkv, const KvCache& cache, const AttnS
   const int64_t T = rows / batch;
   const int rep = H / sh.kv_heads;
 #define MOSHI_ATTN(EPL)                                                                                          \
-  cuda::launch_attention<EPL>(im, grid, pq, pk, pv, bf16, args, args + rows, T, H, rep, D, R, KD, cap, scale, chunk, \
+  cuda::launch_attention<EPL>(im, grid, pq, pk, pv, bf16, args, args + rows, T, H, rep, D, R, KD, cap, scale, \
                               splits, po, part)
   if (D <= 32)
     MOSHI_ATTN(1);

@@ -66,6 +66,26 @@ struct Scratch {
   size_t cap = 0;
 };
 
+// How ops run (see Backend::stage_begin; graph.cu):
+//   Eager    launched as they come, host arrays copied up per op;
+//   Warm     the first run of a stage: eager, while counting what a run stages and launches;
+//   Capture  the second run: recorded into a CUDA graph, host arrays written to the stage's
+//            page-locked arena (the graph's first node copies it up);
+//   Replay   later runs: nothing is launched, host arrays are written to the arena, and
+//            stage_end launches the graph.
+enum class Mode { Eager, Warm, Capture, Replay };
+
+struct Stage {
+  int runs = 0;
+  bool eager_only = false;  // recording failed or is disabled: always run as Eager
+  size_t arena_bytes = 0;   // host-array bytes of one run
+  uint64_t signature = 0;   // launches and host-array sizes of one run
+  char* arena_host = nullptr;
+  char* arena_dev = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  cudaEvent_t done = nullptr;  // after the latest launch (its arena may be rewritten then)
+};
+
 struct Impl {
   int dev = 0;
   int sms = 1;
@@ -76,6 +96,27 @@ struct Impl {
   Scratch scratch[kSlots];
   std::vector<int64_t> host_args;       // staging for host vectors
   std::map<std::string, Tensor> tables;  // small constant tables (rope frequencies, ...) by key
+  void* blas_workspace = nullptr;        // given to cuBLAS so that it never allocates in a graph
+
+  bool graphs = true;  // MOSHI_CUDA_GRAPHS=0 (or MOSHI_CUDA_SYNC=1) runs every stage eagerly
+  std::map<int, Stage> stages;
+  int next_stage = 1;
+  Mode mode = Mode::Eager;
+  Stage* active = nullptr;  // the stage being run, outside Eager
+  size_t cursor = 0;        // host-array bytes staged so far in this run
+  uint64_t signature = 0;   // of this run so far
+
+  // False while replaying, when ops only stage their host arrays: every enqueue (launch, copy,
+  // memset, cuBLAS call) is skipped unless live().
+  bool live() const { return mode != Mode::Replay; }
+  // Folds one enqueued item into the run's signature (Warm, Capture and Replay).
+  void note(uint64_t v) {
+    if (mode != Mode::Eager) signature = (signature ^ v) * 0x100000001b3ull;
+  }
+  // Fails when `what` happens inside a stage: host round trips anywhere in one
+  // (`recording_only` false), allocations while it is recorded or replayed (true).
+  void forbid_in_stage(const char* what, bool recording_only = false) const;
+  void release_stage(Stage& st);
 
   ~Impl();
   // Makes this backend's device current for the calling thread (ops may come from any thread).
@@ -122,6 +163,9 @@ template <typename... KArgs, typename... Args>
 void launch(Impl& im, const char* op, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
             Args... args) {
   if (grid.x == 0 || grid.y == 0 || grid.z == 0) return;
+  im.note(reinterpret_cast<uintptr_t>(kernel) ^ (static_cast<uint64_t>(grid.x) << 20) ^
+          (static_cast<uint64_t>(grid.y) << 40) ^ (static_cast<uint64_t>(grid.z) << 50) ^ block.x ^ smem);
+  if (!im.live()) return;
   kernel<<<grid, block, smem, im.stream>>>(static_cast<KArgs>(args)...);
   im.after_launch(op);
 }
@@ -150,6 +194,10 @@ inline float* f32_of(const Tensor& t, const char* op, const char* what) {
 // y[N, out] = x[N, in] · wᵀ (+ bias[out]) for a prepared linear weight w (device [out, in],
 // f32 or bf16), f32 accumulation. gemv.cu.
 void matmul(Impl& im, const float* x, int64_t N, const Tensor& w, const float* bias, float* y, const char* op);
+// The same on the tensor cores for bf16 weights and 2 <= N rows (mma_gemm.cu), where
+// mma_gemm_fits: `in` a multiple of 32 and 16-byte aligned rows.
+bool mma_gemm_fits(const float* x, int64_t N, const Tensor& w);
+void mma_gemm(Impl& im, const float* x, int64_t N, const Tensor& w, const float* bias, float* y, const char* op);
 
 // ---- device helpers --------------------------------------------------------------------------
 

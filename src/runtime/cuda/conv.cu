@@ -149,6 +149,8 @@ void CudaBackend::conv1d(const Tensor& prev, const Tensor& x, const Tensor& w, c
   MOSHI_CHECK(CK <= INT32_MAX && Tout <= INT32_MAX && B <= INT32_MAX, "cuda conv1d: too large");
   // Column-major view: y_b [Tout, Cout] (ld Tout) = col_b [Tout, CK] (ld Tout) · W [CK, Cout] (ld CK).
   const float one = 1.f, zero = 0.f;
+  im.note(0xb1a6u ^ (static_cast<uint64_t>(CK) << 16) ^ (static_cast<uint64_t>(Tout) << 40));
+  if (im.live())
   MOSHI_CUDA_CHECK(op, cublasGemmStridedBatchedEx(
                            im.blas, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(Tout), cout, static_cast<int>(CK), &one,
                            col, CUDA_R_32F, static_cast<int>(Tout), CK * Tout, pw, CUDA_R_32F, static_cast<int>(CK), 0,
@@ -175,7 +177,8 @@ void CudaBackend::conv_history_update(Tensor& prev, const Tensor& x) {
   }
   float* tmp = im.ensure_t<float>(cuda::kTmp, B * C * P, op);
   launch(im, op, cuda::history_kernel, dim3(grid_for(im, B * C * P)), dim3(256), 0, pp, px, tmp, B * C, P, T);
-  MOSHI_CUDA_CHECK(op, cudaMemcpyAsync(pp, tmp, prev.nbytes(), cudaMemcpyDeviceToDevice, im.stream));
+  im.note(0xc0c1u + prev.nbytes());
+  if (im.live()) MOSHI_CUDA_CHECK(op, cudaMemcpyAsync(pp, tmp, prev.nbytes(), cudaMemcpyDeviceToDevice, im.stream));
 }
 
 void CudaBackend::conv_history_replicate(Tensor& prev, const Tensor& x, const std::vector<uint8_t>& first) {
@@ -221,6 +224,8 @@ void CudaBackend::conv_transpose1d(const Tensor& x, const Tensor& w, const Tenso
     float* zb = im.ensure_t<float>(cuda::kZ, B * T * CK, op);
     // Column-major view: Z_b [CK, T] (ld CK) = W [CK, Cin] (ld CK) · x_bᵀ, x_b stored [T, Cin] (ld T).
     const float one = 1.f, zero = 0.f;
+    im.note(0xb1a7u ^ (static_cast<uint64_t>(CK) << 16) ^ (static_cast<uint64_t>(T) << 40));
+    if (im.live())
     MOSHI_CUDA_CHECK(op, cublasGemmStridedBatchedEx(
                              im.blas, CUBLAS_OP_N, CUBLAS_OP_T, static_cast<int>(CK), static_cast<int>(T), cin, &one,
                              pw, CUDA_R_32F, static_cast<int>(CK), 0, px, CUDA_R_32F, static_cast<int>(T),
@@ -231,9 +236,12 @@ void CudaBackend::conv_transpose1d(const Tensor& x, const Tensor& w, const Tenso
   float* newp = tail ? im.ensure_t<float>(cuda::kTmp, B * cout * tail, op) : nullptr;
   launch(im, op, cuda::convtr_overlap_kernel, dim3(grid_for(im, B * cout * full)), dim3(256), 0, z, px, pw, pb, ppart,
          newp, py, B, int64_t{cin}, int64_t{cout}, T, int64_t{kernel}, stride, groups);
-  if (tail)
-    MOSHI_CUDA_CHECK(op, cudaMemcpyAsync(ppart, newp, static_cast<size_t>(B * cout * tail) * sizeof(float),
-                                         cudaMemcpyDeviceToDevice, im.stream));
+  if (tail) {
+    im.note(0xc0c2u + static_cast<uint64_t>(B * cout * tail));
+    if (im.live())
+      MOSHI_CUDA_CHECK(op, cudaMemcpyAsync(ppart, newp, static_cast<size_t>(B * cout * tail) * sizeof(float),
+                                           cudaMemcpyDeviceToDevice, im.stream));
+  }
 }
 
 }  // namespace moshi

@@ -29,7 +29,12 @@ class CudaBackend final : public Backend {
   std::string name() const override;  // "cuda:N (device name)"
   Device device() const override { return Device::CUDA; }
   // Blocks until every op queued so far has finished (and reports any error it raised).
-  void synchronize();
+  void synchronize() override;
+  double measure_read_bandwidth_gbps() override;
+  int stage_create() override;
+  void stage_destroy(int id) override;
+  void stage_begin(int id) override;
+  void stage_end(int id) override;
 
   Tensor empty(DType dtype, const Shape& shape) override;
   void zero(Tensor& t) override;
@@ -69,6 +74,9 @@ class CudaBackend final : public Backend {
                  const std::vector<int64_t>& pos, const std::vector<int64_t>& lo, Tensor& out) override;
   void vq_encode(Tensor& r, const Tensor& codebook, const Tensor& norms, Tensor& codes) override;
   void vq_decode_add(Tensor& acc, const Tensor& codebook, const Tensor& norms, const Tensor& codes) override;
+  void embedding_from(const Tensor& table, const Tensor& ids, int64_t col, Tensor& out, bool accumulate) override;
+  void sample(const Tensor& logits, const SamplingParams& p, uint64_t seed, const std::vector<int64_t>& steps,
+              uint64_t site, Tensor& tokens, int64_t col) override;
 
  private:
   std::unique_ptr<cuda::Impl> impl_;

@@ -1,17 +1,19 @@
-// Embedding lookups on the GPU. The ids come from the host, so they are validated there before
-// anything is launched: an out-of-range id is a moshi::Error, never a wild read.
+// Embedding lookups on the GPU. Ids from the host are validated there before anything is
+// launched (an out-of-range id is a moshi::Error, never a wild read); ids already on the device
+// (drawn by `sample`) are clamped to the table and checked by the caller once read back.
 #include "runtime/cuda/common.cuh"
 
 namespace moshi {
 namespace cuda {
 namespace {
 
-// out[n, :] (+)= table[row(ids[n]), :]; id -1 embeds to zeros, other negatives read row 0.
+// out[n, :] (+)= table[row(ids[n·S]), :]; id -1 embeds to zeros, other negatives read row 0,
+// ids past the table read its last row.
 template <typename TT>
-__global__ void embedding_kernel(const TT* __restrict__ table, const int64_t* __restrict__ ids, float* __restrict__ out,
-                                 int64_t N, int64_t D, bool accumulate) {
+__global__ void embedding_kernel(const TT* __restrict__ table, const int64_t* __restrict__ ids, int64_t S,
+                                 float* __restrict__ out, int64_t N, int64_t V, int64_t D, bool accumulate) {
   MOSHI_GRID_STRIDE(i, N * D) {
-    const int64_t n = i / D, d = i % D, id = ids[n];
+    const int64_t n = i / D, d = i % D, id = min(ids[n * S], V - 1);
     const float base = accumulate ? out[i] : 0.f;
     if (id == -1) {
       out[i] = base;
@@ -19,6 +21,18 @@ __global__ void embedding_kernel(const TT* __restrict__ table, const int64_t* __
       out[i] = base + load_widen(table + (id < 0 ? 0 : id) * D + d);
     }
   }
+}
+
+void launch_embedding(Impl& im, const Tensor& table, const int64_t* ids, int64_t S, float* out, int64_t N,
+                      bool accumulate) {
+  const char* op = "embedding";
+  const int64_t V = table.dim(0), D = table.dim(1);
+  const dim3 grid(grid_for(im, N * D));
+  if (table.dtype() == DType::BF16)
+    launch(im, op, embedding_kernel<uint16_t>, grid, dim3(256), 0, table.ptr<uint16_t>(), ids, S, out, N, V, D,
+           accumulate);
+  else
+    launch(im, op, embedding_kernel<float>, grid, dim3(256), 0, table.f32(), ids, S, out, N, V, D, accumulate);
 }
 
 }  // namespace
@@ -36,13 +50,23 @@ void CudaBackend::embedding(const Tensor& table, const std::vector<int64_t>& ids
   float* po = cuda::f32_of(out, op, "output");
   if (N * D == 0) return;
   cuda::Impl& im = *impl_;
-  const int64_t* dids = im.put_args({&ids}, op);
-  const dim3 grid(cuda::grid_for(im, N * D));
-  if (table.dtype() == DType::BF16)
-    cuda::launch(im, op, cuda::embedding_kernel<uint16_t>, grid, dim3(256), 0, table.ptr<uint16_t>(), dids, po, N, D,
-                 accumulate);
-  else
-    cuda::launch(im, op, cuda::embedding_kernel<float>, grid, dim3(256), 0, table.f32(), dids, po, N, D, accumulate);
+  cuda::launch_embedding(im, table, im.put_args({&ids}, op), 1, po, N, accumulate);
+}
+
+void CudaBackend::embedding_from(const Tensor& table, const Tensor& ids, int64_t col, Tensor& out, bool accumulate) {
+  impl_->enter(__func__);
+  const char* op = "embedding";
+  cuda::need_cuda(table, op, "table");
+  cuda::need_cuda(ids, op, "ids");
+  MOSHI_CHECK(table.ndim() == 2 && (table.dtype() == DType::F32 || table.dtype() == DType::BF16),
+              "cuda embedding: table ", shape_str(table.shape()), " is not a prepared embedding");
+  MOSHI_CHECK(ids.dtype() == DType::I64 && ids.ndim() == 2 && col >= 0 && col < ids.dim(1),
+              "embedding_from: ids ", shape_str(ids.shape()), " have no column ", col);
+  const int64_t N = ids.dim(0), D = table.dim(1);
+  MOSHI_CHECK(out.numel() == N * D, "embedding: ", N, " ids for output ", shape_str(out.shape()));
+  float* po = cuda::f32_of(out, op, "output");
+  if (N * D == 0) return;
+  cuda::launch_embedding(*impl_, table, ids.i64() + col, ids.dim(1), po, N, accumulate);
 }
 
 }  // namespace moshi

@@ -25,6 +25,9 @@ constexpr int kWarps = kThreads / 32;
 // kMaxGemvRowsBf16 (widening for cuBLAS costs ~5x the weight reads).
 constexpr int64_t kGemvRows = 8;
 constexpr int64_t kMaxGemvRowsBf16 = 32;
+// bf16 weights with 2..kMaxMmaRows rows go to the tensor-core kernel (mma_gemm.cu), which reads
+// the weights once per 32 rows; more rows are cheaper through widening + cuBLAS.
+constexpr int64_t kMaxMmaRows = 64;
 // Largest f32 slice of widened bf16 weights handed to cuBLAS at once (64 MiB).
 constexpr int64_t kWideElems = int64_t{16} << 20;
 
@@ -231,6 +234,8 @@ void gemv_rows(Impl& im, const float* x, int64_t N, const TW* w, const float* bi
 void sgemm_rows(Impl& im, const float* x, int64_t N, const float* w, float* y, int64_t in, int64_t rows, int64_t ldy,
                 const char* op) {
   const float one = 1.f, zero = 0.f;
+  im.note(0xb1a5u ^ (static_cast<uint64_t>(rows) << 16) ^ (static_cast<uint64_t>(N) << 40) ^ in);
+  if (!im.live()) return;
   MOSHI_CUDA_CHECK(op, cublasGemmEx(im.blas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(rows), static_cast<int>(N),
                                     static_cast<int>(in), &one, w, CUDA_R_32F, static_cast<int>(in), x, CUDA_R_32F,
                                     static_cast<int>(in), &zero, y, CUDA_R_32F, static_cast<int>(ldy),
@@ -244,6 +249,7 @@ void matmul(Impl& im, const float* x, int64_t N, const Tensor& w, const float* b
   if (N <= 0 || out <= 0) return;
   MOSHI_CHECK(N <= INT32_MAX && in <= INT32_MAX && out <= INT32_MAX, "cuda ", op, ": product too large");
   const bool bf16 = w.dtype() == DType::BF16;
+  if (bf16 && N <= kMaxMmaRows && mma_gemm_fits(x, N, w)) return mma_gemm(im, x, N, w, bias, y, op);
   if (bf16 && N <= kMaxGemvRowsBf16)
     return gemv_rows(im, x, N, w.ptr<uint16_t>(), bias, y, in, out, op);
   if (!bf16 && N <= kGemvRows) return gemv_rows(im, x, N, w.f32(), bias, y, in, out, op);

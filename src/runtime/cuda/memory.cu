@@ -20,7 +20,9 @@ Impl::~Impl() {
   // Errors are ignored here: a destructor cannot report them, and at process exit the runtime
   // may already be unloading.
   if (stream) cudaStreamSynchronize(stream);
+  for (auto& kv : stages) release_stage(kv.second);
   tables.clear();
+  if (blas_workspace) cudaFree(blas_workspace);
   for (Scratch& s : scratch)
     if (s.ptr) cudaFree(s.ptr);
   if (blas) cublasDestroy(blas);
@@ -28,6 +30,7 @@ Impl::~Impl() {
 }
 
 std::shared_ptr<void> Impl::alloc(size_t bytes, const char* op) {
+  forbid_in_stage(op, true);
   const size_t n = bytes < 256 ? 256 : bytes;
   void* p = nullptr;
   const cudaError_t e = cudaMalloc(&p, n);
@@ -55,6 +58,7 @@ std::shared_ptr<void> Impl::alloc(size_t bytes, const char* op) {
 void* Impl::ensure(Slot s, size_t bytes, const char* op) {
   Scratch& sc = scratch[s];
   if (sc.cap >= bytes && sc.ptr) return sc.ptr;
+  forbid_in_stage(op, true);  // growing waits for the stream and reallocates: not inside a recording
   if (sc.ptr) {
     MOSHI_CUDA_CHECK(op, cudaStreamSynchronize(stream));
     MOSHI_CUDA_CHECK(op, cudaFree(sc.ptr));
@@ -76,6 +80,18 @@ void* Impl::ensure(Slot s, size_t bytes, const char* op) {
 const int64_t* Impl::put_args(std::initializer_list<const std::vector<int64_t>*> parts, const char* op) {
   host_args.clear();
   for (const auto* p : parts) host_args.insert(host_args.end(), p->begin(), p->end());
+  const size_t bytes = host_args.size() * sizeof(int64_t), at = cursor;
+  if (mode != Mode::Eager) {
+    cursor += (bytes + 15) / 16 * 16;
+    note(0xa5a5u + bytes);
+  }
+  if (mode == Mode::Capture || mode == Mode::Replay) {
+    // The recorded kernels read the stage's arena, which the graph's first node fills.
+    MOSHI_CHECK(cursor <= active->arena_bytes, "cuda ", op,
+                ": a recorded stage staged more host data than its first run (the op sequence changed)");
+    if (bytes) std::memcpy(active->arena_host + at, host_args.data(), bytes);
+    return reinterpret_cast<const int64_t*>(active->arena_dev + at);
+  }
   int64_t* d = ensure_t<int64_t>(kHostArgs, static_cast<int64_t>(host_args.size()), op);
   if (!host_args.empty())
     MOSHI_CUDA_CHECK(op, cudaMemcpyAsync(d, host_args.data(), host_args.size() * sizeof(int64_t),
@@ -110,6 +126,12 @@ CudaBackend::CudaBackend(int device_index) : impl_(std::make_unique<Impl>()) {
   MOSHI_CUDA_CHECK("stream", cudaStreamCreateWithFlags(&im.stream, cudaStreamNonBlocking));
   MOSHI_CUDA_CHECK("cuBLAS init", cublasCreate(&im.blas));
   MOSHI_CUDA_CHECK("cuBLAS init", cublasSetStream(im.blas, im.stream));
+  // A workspace of our own, so that cuBLAS never allocates while a stage is being recorded.
+  constexpr size_t kBlasWorkspace = size_t{32} << 20;
+  MOSHI_CUDA_CHECK("cuBLAS init", cudaMalloc(&im.blas_workspace, kBlasWorkspace));
+  MOSHI_CUDA_CHECK("cuBLAS init", cublasSetWorkspace(im.blas, im.blas_workspace, kBlasWorkspace));
+  const char* graphs = std::getenv("MOSHI_CUDA_GRAPHS");
+  im.graphs = !im.sync_each && !(graphs && std::strcmp(graphs, "0") == 0);
   // f32 products stay f32: no TF32 (the results are compared with the CPU's).
   MOSHI_CUDA_CHECK("cuBLAS init", cublasSetMathMode(im.blas, CUBLAS_DEFAULT_MATH));
 }
@@ -120,6 +142,7 @@ std::string CudaBackend::name() const { return "cuda:" + std::to_string(impl_->d
 
 void CudaBackend::synchronize() {
   impl_->enter(__func__);
+  impl_->forbid_in_stage("synchronize");
   MOSHI_CUDA_CHECK("synchronize", cudaStreamSynchronize(impl_->stream));
 }
 
@@ -134,7 +157,8 @@ Tensor CudaBackend::empty(DType dtype, const Shape& shape) {
 void CudaBackend::zero(Tensor& t) {
   impl_->enter(__func__);
   cuda::need_cuda(t, "zero", "tensor");
-  if (t.nbytes()) MOSHI_CUDA_CHECK("zero", cudaMemsetAsync(t.data(), 0, t.nbytes(), impl_->stream));
+  impl_->note(0x2e40u + t.nbytes());
+  if (t.nbytes() && impl_->live()) MOSHI_CUDA_CHECK("zero", cudaMemsetAsync(t.data(), 0, t.nbytes(), impl_->stream));
 }
 
 void CudaBackend::upload(Tensor& dst, const void* host) {
@@ -142,6 +166,7 @@ void CudaBackend::upload(Tensor& dst, const void* host) {
   cuda::need_cuda(dst, "upload", "destination");
   if (!dst.nbytes()) return;
   Impl& im = *impl_;
+  im.forbid_in_stage("upload");
   MOSHI_CUDA_CHECK("upload", cudaMemcpyAsync(dst.data(), host, dst.nbytes(), cudaMemcpyHostToDevice, im.stream));
   // Pageable memory has been staged when cudaMemcpyAsync returns, so the caller may reuse it at
   // once; page-locked memory is read later by the DMA engine, so wait for the copy then.
@@ -155,6 +180,7 @@ void CudaBackend::download(const Tensor& src, void* host) {
   impl_->enter(__func__);
   cuda::need_cuda(src, "download", "source");
   if (!src.nbytes()) return;
+  impl_->forbid_in_stage("download");
   MOSHI_CUDA_CHECK("download",
                    cudaMemcpyAsync(host, src.data(), src.nbytes(), cudaMemcpyDeviceToHost, impl_->stream));
   MOSHI_CUDA_CHECK("download", cudaStreamSynchronize(impl_->stream));
@@ -169,6 +195,8 @@ void CudaBackend::copy(Tensor& dst, const Tensor& src) {
   const size_t n = src.nbytes();
   if (!n || dst.data() == src.data()) return;
   Impl& im = *impl_;
+  im.note(0xc0c0u + n);
+  if (!im.live()) return;
   const char* d = static_cast<const char*>(dst.data());
   const char* s = static_cast<const char*>(src.data());
   if (d < s + n && s < d + n) {  // overlapping ranges (memmove semantics): go through scratch

@@ -1,4 +1,4 @@
-#include "lm/sampler.h"
+#include "runtime/sampling.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,0 +1,175 @@
+// Few-row products with bf16 weights on the tensor cores: y[N, out] = x[N, in] · wᵀ (+ bias) for
+// 2 <= N <= 32 per pass, reading the weights once (the LM's decoding step at batch 2..32).
+//
+// Each warp owns a 16-row tile of w and walks `in` in chunks of 32 with mma.m16n8k16 (bf16 in,
+// f32 accumulate); the N activation rows are the n = 8 columns of 1, 2 or 4 tiles. The k order
+// inside a chunk is permuted so that every lane reads its weights as one 16-byte load per row
+// (8 consecutive values) and its activations as two float4 loads: lane (g, t) = (lane/4, lane%4)
+// supplies fragment k pairs {2t, 2t+1} / {2t+8, 2t+9} of MMA m from elements 8t + 4m + {0,1} /
+// {2,3}; A and B use the same permutation, so the sum over k is unchanged.
+//
+// Activations stay f32 in effect: each is split into bf16 hi + lo (hi = rn(x), lo = rn(x - hi))
+// and both halves are multiplied, so the product keeps ~16 bits of x's mantissa (relative error
+// ~4e-6 per term, far inside the tolerance against the CPU) while the weights are read once.
+#include <cuda_bf16.h>
+
+#include "runtime/cuda/common.cuh"
+
+namespace moshi {
+namespace cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kChunksInFlight = 4;  // 2 x 16-byte weight loads per chunk per lane: 8 in flight
+
+__device__ __forceinline__ uint4 ld_stream(const uint4* p) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// Two floats as bf16 hi and lo pairs (the lower k in the low half).
+__device__ __forceinline__ void split2(float a, float b, uint32_t& hi, uint32_t& lo) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+  const float2 hf = __bfloat1622float2(h);
+  const __nv_bfloat162 l = __floats2bfloat162_rn(a - hf.x, b - hf.y);
+  hi = *reinterpret_cast<const uint32_t*>(&h);
+  lo = *reinterpret_cast<const uint32_t*>(&l);
+}
+
+// NT tiles of 8 activation rows. Requires in % 32 == 0 and 16-byte aligned x and w rows.
+template <int NT>
+__global__ void __launch_bounds__(kThreads) mma_gemm_kernel(const float* __restrict__ x,
+                                                            const uint16_t* __restrict__ w,
+                                                            const float* __restrict__ bias, float* __restrict__ y,
+                                                            int64_t N, int64_t in, int64_t out, int ks) {
+  __shared__ float part[kWarps][NT * 4][32];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int groups = kWarps / ks, gi = warp / ks, s = warp % ks;
+  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * groups + gi) * 16;
+  const int64_t nchunks = in / 32, per = (nchunks + ks - 1) / ks;
+  const int64_t c_begin = s * per, c_end = min(nchunks, c_begin + per);
+  // Rows past the end read the last row (their results are not written).
+  const uint4* wa = reinterpret_cast<const uint4*>(w + min(row0 + g, out - 1) * in) + t;
+  const uint4* wb = reinterpret_cast<const uint4*>(w + min(row0 + g + 8, out - 1) * in) + t;
+  const float* xr[NT];
+  bool xin[NT];
+#pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    const int64_t n = j * 8 + g;
+    xin[j] = n < N;
+    xr[j] = x + min(n, N - 1) * in + 8 * t;
+  }
+  float acc[NT][4];
+#pragma unroll
+  for (int j = 0; j < NT; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[j][e] = 0.f;
+
+  for (int64_t c = c_begin; c < c_end; c += kChunksInFlight) {
+    uint4 va[kChunksInFlight], vb[kChunksInFlight];
+#pragma unroll
+    for (int u = 0; u < kChunksInFlight; ++u) {
+      const bool ok = c + u < c_end;
+      va[u] = ok ? ld_stream(wa + (c + u) * 4) : make_uint4(0u, 0u, 0u, 0u);
+      vb[u] = ok ? ld_stream(wb + (c + u) * 4) : make_uint4(0u, 0u, 0u, 0u);
+    }
+#pragma unroll
+    for (int u = 0; u < kChunksInFlight; ++u) {
+      if (c + u >= c_end) break;
+#pragma unroll
+      for (int j = 0; j < NT; ++j) {
+        float4 p = make_float4(0.f, 0.f, 0.f, 0.f), q = p;
+        if (xin[j]) {
+          p = __ldg(reinterpret_cast<const float4*>(xr[j] + (c + u) * 32));
+          q = __ldg(reinterpret_cast<const float4*>(xr[j] + (c + u) * 32 + 4));
+        }
+        uint32_t h0, l0, h1, l1, h2, l2, h3, l3;
+        split2(p.x, p.y, h0, l0);
+        split2(p.z, p.w, h1, l1);
+        split2(q.x, q.y, h2, l2);
+        split2(q.z, q.w, h3, l3);
+        mma_bf16(acc[j], va[u].x, vb[u].x, va[u].y, vb[u].y, h0, h1);
+        mma_bf16(acc[j], va[u].x, vb[u].x, va[u].y, vb[u].y, l0, l1);
+        mma_bf16(acc[j], va[u].z, vb[u].z, va[u].w, vb[u].w, h2, h3);
+        mma_bf16(acc[j], va[u].z, vb[u].z, va[u].w, vb[u].w, l2, l3);
+      }
+    }
+  }
+  if (ks > 1) {  // uniform over the block
+#pragma unroll
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) part[warp][j * 4 + e][lane] = acc[j][e];
+    __syncthreads();
+    if (s != 0) return;
+#pragma unroll
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        float v = 0.f;
+        for (int k = 0; k < ks; ++k) v += part[warp + k][j * 4 + e][lane];
+        acc[j][e] = v;
+      }
+  }
+  // C fragment: e = 0, 1 -> row g, columns 2t, 2t+1; e = 2, 3 -> row g + 8.
+#pragma unroll
+  for (int j = 0; j < NT; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int64_t row = row0 + g + (e >= 2 ? 8 : 0), n = j * 8 + 2 * t + (e & 1);
+      if (row < out && n < N) y[n * out + row] = acc[j][e] + (bias ? bias[row] : 0.f);
+    }
+}
+
+template <int NT>
+void launch_mma(Impl& im, const float* x, int64_t N, const uint16_t* w, const float* bias, float* y, int64_t in,
+                int64_t out, const char* op) {
+  const int64_t tiles = (out + 15) / 16, nchunks = in / 32;
+  // Split `in` over the warps of a block while there are too few row tiles for ~16 warps per SM,
+  // keeping several chunks in each slice.
+  const int64_t target = static_cast<int64_t>(im.sms) * 16;
+  int ks = 1;
+  while (ks < kWarps && tiles * ks < target && nchunks / (ks * 2) >= 2 * kChunksInFlight) ks *= 2;
+  const int64_t groups = kWarps / ks, blocks = (tiles + groups - 1) / groups;
+  launch(im, op, mma_gemm_kernel<NT>, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, x, w, bias, y, N, in,
+         out, ks);
+}
+
+}  // namespace
+
+bool mma_gemm_fits(const float* x, int64_t N, const Tensor& w) {
+  const int64_t in = w.dim(1);
+  return w.dtype() == DType::BF16 && N >= 2 && in % 32 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+         reinterpret_cast<uintptr_t>(w.data()) % 16 == 0;
+}
+
+void mma_gemm(Impl& im, const float* x, int64_t N, const Tensor& w, const float* bias, float* y, const char* op) {
+  const int64_t out = w.dim(0), in = w.dim(1);
+  for (int64_t n0 = 0; n0 < N; n0 += 32) {
+    const int64_t n = std::min<int64_t>(32, N - n0);
+    const float* xs = x + n0 * in;
+    float* ys = y + n0 * out;
+    if (n <= 8)
+      launch_mma<1>(im, xs, n, w.ptr<uint16_t>(), bias, ys, in, out, op);
+    else if (n <= 16)
+      launch_mma<2>(im, xs, n, w.ptr<uint16_t>(), bias, ys, in, out, op);
+    else
+      launch_mma<4>(im, xs, n, w.ptr<uint16_t>(), bias, ys, in, out, op);
+  }
+}
+
+}  // namespace cuda
+}  // namespace moshi
