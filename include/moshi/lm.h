@@ -47,6 +47,11 @@ class Lm {
   int text_padding_id() const;
   int text_end_padding_id() const;
   double weight_bytes_per_step() const;
+  double kv_bytes_per_position() const;  // KV cache bytes a stream's step reads per step of context
+  int context() const;  // steps the temporal transformer attends to (0: unlimited)
+  // Read bandwidth of the memory the model's weights live in (GB/s), measured now: the device's
+  // for a GPU, main memory (with the model's threads) for the CPU.
+  double measure_read_bandwidth_gbps() const;
   std::string describe() const;
 
   // `batch` independent streams; stream b draws from (seed, b).
@@ -67,6 +72,10 @@ class LmGenerator {
             std::vector<float>* text_logits = nullptr);
   void reset();
   void reset(int stream);
+  // Moves every stream `steps` steps on without computing them, as if that much context (all
+  // zeros) had been seen: the next steps attend over it. For timing long conversations without
+  // running them; what follows continues nothing meaningful.
+  void skip_context(int64_t steps);
   int batch() const;
   LmStepTimings last_timings() const;
   ~LmGenerator();

@@ -1,5 +1,9 @@
 #include "moshi/lm.h"
 
+#include <algorithm>
+
+#include "moshi/system.h"
+
 #include "core/error.h"
 #include "lm/lm_gen.h"
 #include "weights/weight_source.h"
@@ -51,6 +55,13 @@ int Lm::max_delay() const { return impl_->model->config().max_delay(); }
 int Lm::text_padding_id() const { return impl_->model->config().existing_text_padding_id; }
 int Lm::text_end_padding_id() const { return impl_->model->config().existing_text_end_padding_id; }
 double Lm::weight_bytes_per_step() const { return impl_->model->weight_bytes_per_step(); }
+double Lm::kv_bytes_per_position() const { return impl_->model->kv_bytes_per_position(); }
+int Lm::context() const { return impl_->model->config().temporal.context; }
+double Lm::measure_read_bandwidth_gbps() const {
+  Backend& be = impl_->model->backend();
+  if (be.device() == Device::CPU) return moshi::measure_read_bandwidth_gbps(std::max(1, be.threads()));
+  return be.measure_read_bandwidth_gbps();
+}
 std::string Lm::describe() const {
   const Backend& be = impl_->model->backend();
   return impl_->source + " on " + be.name() + " (" + std::to_string(be.threads()) + " thread" +
@@ -92,6 +103,7 @@ void LmGenerator::reset() {
   for (int b = 0; b < s_->gen->batch(); ++b) s_->gen->reset(b);
 }
 void LmGenerator::reset(int stream) { s_->gen->reset(stream); }
+void LmGenerator::skip_context(int64_t steps) { s_->gen->skip_context(steps); }
 int LmGenerator::batch() const { return s_->gen->batch(); }
 LmStepTimings LmGenerator::last_timings() const {
   const StepTimings& t = s_->gen->timings();

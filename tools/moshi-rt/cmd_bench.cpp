@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -125,20 +126,47 @@ std::string stats_json(const Stats& s) {
   return buf;
 }
 
+// "1,8,32" -> {1, 8, 32}; each in [1, 4096].
+std::vector<int> parse_batches(const std::string& list) {
+  std::vector<int> out;
+  size_t p = 0;
+  while (p <= list.size()) {
+    const size_t q = std::min(list.find(',', p), list.size());
+    const std::string item = list.substr(p, q - p);
+    char* end = nullptr;
+    const long v = std::strtol(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || v < 1 || v > 4096)
+      throw moshi::Error("--batch: '" + item + "' is not a batch size in [1, 4096] (a list such as 1,8,32)");
+    out.push_back(static_cast<int>(v));
+    p = q + 1;
+  }
+  return out;
+}
+
+struct LmRun {
+  int batch = 0;
+  std::string context;
+  int64_t context_steps = 0;
+  Stats temporal, depformer, step;
+};
+
 int bench_lm(int argc, char** argv) {
   cli::Args a("moshi-rt bench lm [options]",
               "Times streaming LM steps (temporal transformer + depformer + sampling) on pseudo-random user\n"
-              "tokens: first step, then median and p90 over the measured steps after warm-up, and the weight\n"
-              "bytes a step reads per second against the memory bandwidth measured in the same run.",
+              "tokens, for each batch size and context: first step, then median and p90 over the measured\n"
+              "steps after warm-up, per stage, and the bytes a step reads (weights + KV cache) per second\n"
+              "against the memory read bandwidth measured in the same run.",
               {{"model", "SPEC", "synthetic:moshi-7b, synthetic:tiny, or a model.safetensors path", "synthetic:moshi-7b"},
                {"lm-config", "JSON", "config.json for a model.safetensors path (default: Moshi 7B)", ""},
                {"device", "NAME", "compute device", "cpu"},
                {"threads", "N", "CPU threads (0 = all cores)", "0"},
-               {"batch", "N", "independent streams stepped together", "1"},
+               {"batch", "LIST", "independent streams stepped together, e.g. 1 or 1,8,32", "1"},
+               {"context", "LIST", "fresh (steps from position 0) and/or full (after the model's whole "
+                                   "context, e.g. 3000 steps, skipped as zeros), e.g. fresh,full", "fresh"},
                {"dtype", "TYPE", "matrix weights: auto, bf16 or f32", "auto"},
                {"steps", "N", "measured steps", "10"},
                {"warmup", "N", "steps run before measuring (after the first)", "2"},
-               {"json", "", "print one JSON line instead of a table", ""}},
+               {"json", "", "print one JSON line instead of tables", ""}},
               0, 0);
   if (!a.parse(argc, argv, 2)) return 0;
   moshi::LmOptions o;
@@ -152,54 +180,104 @@ int bench_lm(int argc, char** argv) {
     for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) o.config_json.append(buf, n);
     std::fclose(f);
   }
-  const int B = a.integer("batch", 1, 4096), steps = a.integer("steps", 1, 100000),
-            warmup = a.integer("warmup", 0, 100000);
+  const std::vector<int> batches = parse_batches(a.str("batch"));
+  std::vector<std::string> contexts;
+  {
+    const std::string list = a.str("context");
+    size_t p = 0;
+    while (p <= list.size()) {
+      const size_t q = std::min(list.find(',', p), list.size());
+      const std::string c = list.substr(p, q - p);
+      if (c != "fresh" && c != "full") throw moshi::Error("--context: '" + c + "' is not fresh or full");
+      contexts.push_back(c);
+      p = q + 1;
+    }
+  }
+  const int steps = a.integer("steps", 1, 100000), warmup = a.integer("warmup", 0, 100000);
   std::fprintf(stderr, "loading %s ...\n", a.str("model").c_str());
   auto t0 = std::chrono::steady_clock::now();
   moshi::Lm lm = moshi::Lm::load(a.str("model"), o);
   const double load_s = ms_since(t0) / 1000;
   std::fprintf(stderr, "loaded in %.1f s: %s\n", load_s, lm.describe().c_str());
+  for (const std::string& c : contexts)
+    if (c == "full" && lm.context() <= 0)
+      throw moshi::Error("--context full: the model's temporal context is unlimited; use fresh");
+  const double bw = lm.measure_read_bandwidth_gbps();
+  const double weight_gb = lm.weight_bytes_per_step() / 1e9;
   moshi::SamplingOptions so;  // the reference's defaults: top-k sampling for text and audio
-  moshi::LmGenerator gen = lm.generator(B, so, 1);
   const int nu = lm.user_codebooks();
-  std::vector<int64_t> user(static_cast<size_t>(B) * nu), out;
-  std::vector<uint8_t> ready;
-  std::vector<double> tt, td, ta;
-  moshi::LmStepTimings first;
-  for (int s = 0; s < 1 + warmup + steps; ++s) {
-    for (size_t i = 0; i < user.size(); ++i) user[i] = static_cast<int64_t>((s * 7919 + i * 104729) % lm.card());
-    gen.step(user, &out, &ready);
-    const moshi::LmStepTimings t = gen.last_timings();
-    if (s == 0) {
-      first = t;
-    } else if (s > warmup) {
-      tt.push_back(t.temporal_ms);
-      td.push_back(t.depformer_ms);
-      ta.push_back(t.total_ms);
+  std::vector<LmRun> runs;
+  for (int B : batches)
+    for (const std::string& ctx : contexts) {
+      LmRun r;
+      r.batch = B;
+      r.context = ctx;
+      r.context_steps = ctx == "full" ? lm.context() : 0;
+      std::fprintf(stderr, "batch %d, %s context ...\n", B, ctx.c_str());
+      moshi::LmGenerator gen = lm.generator(B, so, 1);
+      if (r.context_steps > 0) gen.skip_context(r.context_steps);
+      std::vector<int64_t> user(static_cast<size_t>(B) * nu), out;
+      std::vector<uint8_t> ready;
+      std::vector<double> tt, td, ta;
+      moshi::LmStepTimings first;
+      for (int s = 0; s < 1 + warmup + steps; ++s) {
+        for (size_t i = 0; i < user.size(); ++i) user[i] = static_cast<int64_t>((s * 7919 + i * 104729) % lm.card());
+        gen.step(user, &out, &ready);
+        const moshi::LmStepTimings t = gen.last_timings();
+        if (s == 0) {
+          first = t;
+        } else if (s > warmup) {
+          tt.push_back(t.temporal_ms);
+          td.push_back(t.depformer_ms);
+          ta.push_back(t.total_ms);
+        }
+      }
+      r.temporal = summarize(tt, first.temporal_ms);
+      r.depformer = summarize(td, first.depformer_ms);
+      r.step = summarize(ta, first.total_ms);
+      runs.push_back(r);
     }
-  }
-  const Stats st = summarize(tt, first.temporal_ms), sd = summarize(td, first.depformer_ms),
-              sa = summarize(ta, first.total_ms);
-  const double gb = lm.weight_bytes_per_step() / 1e9, weights_gbps = gb / (sa.median / 1000);
+  // What a step must read: every weight once, plus each stream's KV cache over its window.
+  auto read_gb = [&](const LmRun& r) {
+    const double window = static_cast<double>(r.context_steps > 0 ? r.context_steps : 1);
+    return weight_gb + r.batch * window * lm.kv_bytes_per_position() / 1e9;
+  };
   const int bw_threads = o.threads > 0 ? o.threads : static_cast<int>(std::thread::hardware_concurrency());
-  const double bw = o.device == "cpu" ? moshi::measure_read_bandwidth_gbps(bw_threads) : 0.0;
   if (a.flag("json")) {
+    std::string js;
+    for (const LmRun& r : runs) {
+      const double gb = read_gb(r), gbps = gb / (r.step.median / 1000);
+      char buf[512];
+      std::snprintf(buf, sizeof buf,
+                    "%s{\"batch\":%d,\"context\":\"%s\",\"context_steps\":%lld,\"temporal_ms\":%s,"
+                    "\"depformer_ms\":%s,\"step_ms\":%s,\"read_gb_per_step\":%.3f,\"read_gbps\":%.1f,"
+                    "\"bandwidth_fraction\":%.2f,\"floor_ms\":%.3f}",
+                    js.empty() ? "" : ",", r.batch, r.context.c_str(), static_cast<long long>(r.context_steps),
+                    stats_json(r.temporal).c_str(), stats_json(r.depformer).c_str(), stats_json(r.step).c_str(), gb,
+                    gbps, bw > 0 ? gbps / bw : 0.0, bw > 0 ? gb / bw * 1000 : 0.0);
+      js += buf;
+    }
     std::printf(
-        "{\"bench\":\"lm\",\"machine\":\"%s\",\"model\":\"%s\",\"device\":\"%s\",\"threads\":%d,"
-        "\"batch\":%d,\"steps\":%d,\"load_s\":%.1f,\"temporal_ms\":%s,\"depformer_ms\":%s,\"step_ms\":%s,"
-        "\"weight_gb_per_step\":%.3f,\"weights_gbps\":%.1f,\"mem_read_gbps\":%.1f,\"bandwidth_fraction\":%.2f}\n",
-        moshi::machine_description().c_str(), a.str("model").c_str(), o.device.c_str(), bw_threads, B, steps, load_s,
-        stats_json(st).c_str(), stats_json(sd).c_str(), stats_json(sa).c_str(), gb, weights_gbps, bw,
-        bw > 0 ? weights_gbps / bw : 0.0);
-  } else {
-    std::printf("lm bench on %s: %s, batch %d, %d steps after %d warm-up\n", moshi::machine_description().c_str(),
-                lm.describe().c_str(), B, steps, warmup);
+        "{\"bench\":\"lm\",\"machine\":\"%s\",\"model\":\"%s\",\"device\":\"%s\",\"backend\":\"%s\","
+        "\"threads\":%d,\"steps\":%d,\"load_s\":%.1f,\"weight_gb_per_step\":%.3f,\"mem_read_gbps\":%.1f,"
+        "\"runs\":[%s]}\n",
+        moshi::machine_description().c_str(), a.str("model").c_str(), o.device.c_str(), lm.describe().c_str(),
+        bw_threads, steps, load_s, weight_gb, bw, js.c_str());
+    return 0;
+  }
+  std::printf("lm bench on %s: %s, %d steps after %d warm-up; memory read bandwidth in this run %.1f GB/s\n",
+              moshi::machine_description().c_str(), lm.describe().c_str(), steps, warmup, bw);
+  for (const LmRun& r : runs) {
+    const double gb = read_gb(r), gbps = gb / (r.step.median / 1000);
+    std::printf("batch %d, %s context (%lld steps):\n", r.batch, r.context.c_str(),
+                static_cast<long long>(r.context_steps));
     std::printf("  %-10s %10s %10s %10s   (ms per step)\n", "stage", "median", "p90", "first");
-    std::printf("  %-10s %10.2f %10.2f %10.2f\n", "temporal", st.median, st.p90, st.first);
-    std::printf("  %-10s %10.2f %10.2f %10.2f\n", "depformer", sd.median, sd.p90, sd.first);
-    std::printf("  %-10s %10.2f %10.2f %10.2f\n", "total", sa.median, sa.p90, sa.first);
-    std::printf("  weights: %.2f GB per step -> %.1f GB/s; memory read bandwidth in this run %.1f GB/s (%.0f%%)\n", gb,
-                weights_gbps, bw, bw > 0 ? 100 * weights_gbps / bw : 0.0);
+    std::printf("  %-10s %10.2f %10.2f %10.2f\n", "temporal", r.temporal.median, r.temporal.p90, r.temporal.first);
+    std::printf("  %-10s %10.2f %10.2f %10.2f\n", "depformer", r.depformer.median, r.depformer.p90,
+                r.depformer.first);
+    std::printf("  %-10s %10.2f %10.2f %10.2f\n", "total", r.step.median, r.step.p90, r.step.first);
+    std::printf("  reads %.2f GB per step -> %.1f GB/s (%.0f%% of the measured bandwidth; floor %.2f ms)\n", gb, gbps,
+                bw > 0 ? 100 * gbps / bw : 0.0, bw > 0 ? gb / bw * 1000 : 0.0);
   }
   return 0;
 }
