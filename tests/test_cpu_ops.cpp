@@ -331,14 +331,14 @@ TEST(CpuOps, VqPicksNearestAndFirstOnTies) {
   std::memcpy(r.f32(), xs, sizeof xs);
   Tensor codes = Tensor::zeros(DType::I64, {3});
   const Tensor cbp = be.prepare_linear(cb);
-  be.vq_encode(r, cbp, nrm, codes);
+  be.vq_encode(r, cbp, nrm, codes, 0);
   EXPECT_EQ(codes.i64()[0], 1);
   EXPECT_EQ(codes.i64()[1], 3);
   EXPECT_EQ(codes.i64()[2], 0);
   EXPECT_NEAR(r.f32()[0], -0.1f, 1e-6);  // residual updated
   Tensor acc = Tensor::zeros_f32({3, 2});
-  be.vq_decode_add(acc, cbp, nrm, codes);
+  be.vq_decode_add(acc, cbp, nrm, codes, 0);
   EXPECT_EQ(acc.f32()[3], 2.f);
   codes.i64()[0] = 4;
-  EXPECT_THROW(be.vq_decode_add(acc, cbp, nrm, codes), Error);
+  EXPECT_THROW(be.vq_decode_add(acc, cbp, nrm, codes, 0), Error);
 }

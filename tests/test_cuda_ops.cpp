@@ -17,6 +17,8 @@
 
 #include "test_util.h"
 #include "core/error.h"
+#include "codec/mimi_config.h"
+#include "codec/mimi_model.h"
 #include "lm/lm_gen.h"
 #include "moshi/verify.h"
 #include "runtime/backend.h"
@@ -450,8 +452,8 @@ TEST_F(CudaOps, VqEncodeDecodeMatchCpu) {
     Pair r = both(rh), codes = zeros({s.N}, DType::I64);
     for (int level = 0; level < 2; ++level) {
       const Tensor before = r.c.clone();
-      C().vq_encode(r.c, pcb.c, pn.c, codes.c);
-      G().vq_encode(r.g, pcb.g, pn.g, codes.g);
+      C().vq_encode(r.c, pcb.c, pn.c, codes.c, 0);
+      G().vq_encode(r.g, pcb.g, pn.g, codes.g, 0);
       const Tensor gc = down(G(), codes.g);
       if (level == 0) {
         EXPECT_EQ(gc.i64()[0], 3) << "ties go to the lowest index";
@@ -480,10 +482,53 @@ TEST_F(CudaOps, VqEncodeDecodeMatchCpu) {
       r.g = up(G(), r.c);  // continue both from the CPU's residual
     }
     Pair acc = both(rand_t({s.N, s.D}, seed++));
-    C().vq_decode_add(acc.c, pcb.c, pn.c, codes.c);
-    G().vq_decode_add(acc.g, pcb.g, pn.g, up(G(), codes.c));
+    C().vq_decode_add(acc.c, pcb.c, pn.c, codes.c, 0);
+    G().vq_decode_add(acc.g, pcb.g, pn.g, up(G(), codes.c), 0);
     EXPECT_EQ(err(acc), tol::kMove);
   }
+}
+
+// The fused ops against the CPU's composition of the ops they stand for.
+TEST_F(CudaOps, FusedRopeCacheWriteAndAddNormMatchCpu) {
+  uint64_t seed = 700;
+  for (DType kv : {DType::F32, DType::BF16})
+    for (bool interleaved : {false, true})
+      for (bool with_rope : {true, false}) {
+        SCOPED_TRACE(testing::Message() << dtype_name(kv) << (interleaved ? " interleaved" : " halves")
+                                        << (with_rope ? "" : " no rope"));
+        const AttnShape s{8, 4, 64};
+        const int B = 2, T = 3;
+        const int64_t cap = 7;
+        const std::vector<int64_t> pos = {5, 6, 7, 0, 1, 2};
+        Pair qkv = both(rand_t({B * T, s.row()}, seed++));
+        KvCache cc{Tensor::zeros(kv, {B, cap, 4, 64}), Tensor::zeros(kv, {B, cap, 4, 64}), cap};
+        KvCache gc{G().empty(kv, {B, cap, 4, 64}), G().empty(kv, {B, cap, 4, 64}), cap};
+        C().rope_kv_write(qkv.c, cc, s, with_rope, 10000.f, interleaved, B, pos);
+        G().rope_kv_write(qkv.g, gc, s, with_rope, 10000.f, interleaved, B, pos);
+        EXPECT_LE(err(qkv), tol::kRope);
+        for (auto [c, g] : {std::pair<Tensor*, Tensor*>{&cc.k, &gc.k}, {&cc.v, &gc.v}}) {
+          const Tensor got = down(G(), *g);
+          double worst = 0;
+          for (int64_t i = 0; i < c->numel(); ++i) {
+            const float a = kv == DType::BF16 ? bf16_to_f32(got.ptr<uint16_t>()[i]) : got.f32()[i];
+            const float b = kv == DType::BF16 ? bf16_to_f32(c->ptr<uint16_t>()[i]) : c->f32()[i];
+            worst = std::max(worst, static_cast<double>(std::fabs(a - b)));
+          }
+          // bf16 caches may round a value that differs by an ulp to the neighbouring bf16.
+          EXPECT_LE(worst, kv == DType::BF16 ? 1e-2 : 1e-5);
+        }
+      }
+  for (int64_t Cn : {int64_t{4096}, int64_t{1024}, int64_t{37}})
+    for (bool scaled : {false, true}) {
+      SCOPED_TRACE(testing::Message() << "C " << Cn << (scaled ? " scaled" : ""));
+      Pair x = both(rand_t({3, Cn}, seed++)), u = both(rand_t({3, Cn}, seed++));
+      const Pair sc = both(rand_t({Cn}, seed++, 0.1f)), alpha = both(rand_t({Cn}, seed++, 1.f, 1.f));
+      Pair y = zeros({3, Cn});
+      C().add_rms_norm(x.c, u.c, scaled ? &sc.c : nullptr, alpha.c, 1e-8f, y.c);
+      G().add_rms_norm(x.g, u.g, scaled ? &sc.g : nullptr, alpha.g, 1e-8f, y.g);
+      EXPECT_LE(err(x), tol::kPointwise);
+      EXPECT_LE(err(y), tol::kSum);
+    }
 }
 
 TEST_F(CudaOps, EmbeddingFromDeviceIdsMatchesHostIds) {
@@ -584,6 +629,51 @@ TEST_F(CudaOps, RecordedStagesReplayLikeEagerRuns) {
   EXPECT_GT(std::count_if(a.begin(), a.end(), [](int64_t t) { return t >= 0; }), 0);
 }
 
+// The same for Mimi: streaming encode and decode frame by frame (each frame one recorded stage)
+// give the same codes and audio as without graphs, across a stream reset.
+TEST_F(CudaOps, RecordedMimiFramesReplayLikeEagerRuns) {
+  const char* cfg = R"({
+    "seanet": {"dimension": 16, "n_filters": 4, "ratios": [8, 6, 5, 4]},
+    "transformer": {"d_model": 16, "num_heads": 2, "num_layers": 2, "context": 6, "layer_scale": 0.01,
+                    "dim_feedforward": 32},
+    "quantizer": {"dimension": 8, "n_q": 4, "bins": 16}})";
+  SyntheticSource src(7);
+  setenv("MOSHI_CUDA_GRAPHS", "0", 1);
+  BackendOptions o;
+  o.device = "cuda";
+  std::shared_ptr<Backend> eager = make_backend(o);
+  unsetenv("MOSHI_CUDA_GRAPHS");
+  const int64_t frames = 9, fs = 1920;
+  Tensor pcm = rand_t({2, 1, frames * fs}, 91, 0.5f);
+  auto run = [&](std::shared_ptr<Backend> be, Tensor& codes, Tensor& audio) {
+    auto m = MimiModel::load(src, parse_mimi_config(cfg, "tiny"), be);
+    auto enc = m->new_encoder(2, 1);
+    auto dec = m->new_decoder(2, 1);
+    codes = Tensor::zeros(DType::I64, {2, 4, frames});
+    audio = Tensor::zeros_f32({2, 1, frames * fs});
+    Tensor c1 = Tensor::zeros(DType::I64, {2, 4, 1}), a1 = Tensor::zeros_f32({2, 1, fs});
+    Tensor p1 = Tensor::zeros_f32({2, 1, fs});
+    for (int64_t f = 0; f < frames; ++f) {
+      if (f == 5) {
+        m->reset(*enc, 1);
+        m->reset(*dec, 1);
+      }
+      for (int b = 0; b < 2; ++b) std::memcpy(p1.f32() + b * fs, pcm.f32() + b * frames * fs + f * fs, fs * 4);
+      m->encode(*enc, p1, nullptr, 4, &c1);
+      m->decode(*dec, c1, a1);
+      for (int b = 0; b < 2; ++b) {
+        for (int k = 0; k < 4; ++k) codes.i64()[(b * 4 + k) * frames + f] = c1.i64()[b * 4 + k];
+        std::memcpy(audio.f32() + b * frames * fs + f * fs, a1.f32() + b * fs, fs * 4);
+      }
+    }
+  };
+  Tensor ca, aa, cb, ab;
+  run(gpu_, ca, aa);
+  run(eager, cb, ab);
+  EXPECT_EQ(rel_err(ca, cb), 0.0);
+  EXPECT_EQ(rel_err(aa, ab), 0.0);
+}
+
 TEST_F(CudaOps, StagesRefuseChangedSequencesAndRoundTrips) {
   const Tensor w = G().prepare_linear(to_bf16(rand_t({64, 32}, 81)));
   Tensor x = up(G(), rand_t({2, 32}, 82)), y = G().empty(DType::F32, {2, 64});
@@ -676,7 +766,7 @@ TEST(CudaErrors, OutOfRangeIdsAndCodesThrow) {
   Tensor codes = g->empty(DType::I64, {2});
   const int64_t bad[2] = {1, 8};
   g->upload(codes, bad);
-  EXPECT_THROW(g->vq_decode_add(out, cb, norms, codes), Error);
+  EXPECT_THROW(g->vq_decode_add(out, cb, norms, codes, 0), Error);
   // The backend still works after a refused op.
   g->embedding(tab, {3, -1}, out, false);
   EXPECT_EQ(down(*g, out).f32()[4], 0.f);

@@ -228,7 +228,7 @@ std::vector<std::pair<std::string, std::pair<double, Check>>> checks() {
     for (int64_t j = 0; j < bins; ++j)
       for (int64_t i = 0; i < D; ++i) norms[j] += cb[j * D + i] * cb[j * D + i];
     Tensor r = dev(be, x, {3, D}), codes = be.empty(DType::I64, {3});
-    be.vq_encode(r, be.prepare_linear(host_tensor(cb, {bins, D})), be.prepare_vector(host_tensor(norms, {bins})), codes);
+    be.vq_encode(r, be.prepare_linear(host_tensor(cb, {bins, D})), be.prepare_vector(host_tensor(norms, {bins})), codes, 0);
     std::vector<int64_t> got(3);
     be.download(codes, got.data());
     double err = 0;

@@ -28,6 +28,7 @@ class MimiModel {
     Transformer::State transformer;
     StreamingConv1d::State down;
     Workspace ws;
+    StageHandle stage;  // one whole chunk of max_frames frames, recorded by backends that can
     const Tap* tap = nullptr;  // "mimi.enc.seanet", "mimi.enc.transformer.layer<i>", "mimi.enc.latent"
   };
   struct DecoderState {
@@ -37,6 +38,7 @@ class MimiModel {
     Transformer::State transformer;
     StreamingConvTranspose1d::State up;
     Workspace ws;
+    StageHandle stage;
     const Tap* tap = nullptr;  // "mimi.dec.latent", "mimi.dec.transformer.layer<i>", "mimi.dec.pcm"
   };
   std::unique_ptr<EncoderState> new_encoder(int batch, int max_frames = 1, bool offline = false) const;

@@ -45,22 +45,14 @@ void SplitRvq::encode(Backend& be, const Tensor& z, int K, Tensor& codes, Worksp
   MOSHI_CHECK(K >= 1 && K <= n_q_, "number of codebooks ", K, " is out of range [1, ", n_q_, "]");
   const int64_t N = z.dim(0), D = c_.dimension;
   Tensor& r = ws.f32(be, 10, {N, D});
-  Tensor& lvl = ws.get(be, 11, DType::I64, {N});
-  std::vector<int64_t> host(N);
-  std::vector<int64_t> out(N * K);
+  MOSHI_CHECK(codes.numel() == N * K, "quantizer encode: codes must be [", N, ", ", K, "]");
   for (int part = 0; part < 2; ++part) {
     const Rvq& q = part == 0 ? first_ : rest_;
     const int levels = part == 0 ? 1 : K - 1;
     if (levels == 0) continue;
     be.linear(z, q.in_proj, nullptr, r);
-    for (int l = 0; l < levels; ++l) {
-      be.vq_encode(r, q.codebooks[l], q.norms[l], lvl);
-      be.download(lvl, host.data());
-      const int k = part == 0 ? 0 : 1 + l;
-      for (int64_t n = 0; n < N; ++n) out[n * K + k] = host[n];
-    }
+    for (int l = 0; l < levels; ++l) be.vq_encode(r, q.codebooks[l], q.norms[l], codes, part == 0 ? 0 : 1 + l);
   }
-  be.upload(codes, out.data());
 }
 
 void SplitRvq::decode(Backend& be, const Tensor& codes, int K, Tensor& z, Workspace& ws) const {
@@ -68,19 +60,13 @@ void SplitRvq::decode(Backend& be, const Tensor& codes, int K, Tensor& z, Worksp
   const int64_t N = codes.numel() / K, D = c_.dimension;
   Tensor& acc = ws.f32(be, 12, {N, D});
   Tensor& part_out = ws.f32(be, 13, {N, c_.output_dimension});
-  Tensor& lvl = ws.get(be, 11, DType::I64, {N});
-  std::vector<int64_t> all(N * K), host(N);
-  be.download(codes, all.data());
   for (int part = 0; part < 2; ++part) {
     const Rvq& q = part == 0 ? first_ : rest_;
     const int levels = part == 0 ? 1 : K - 1;
     if (levels == 0) continue;
     be.zero(acc);
     for (int l = 0; l < levels; ++l) {
-      const int k = part == 0 ? 0 : 1 + l;
-      for (int64_t n = 0; n < N; ++n) host[n] = all[n * K + k];
-      be.upload(lvl, host.data());
-      be.vq_decode_add(acc, q.codebooks[l], q.norms[l], lvl);
+      be.vq_decode_add(acc, q.codebooks[l], q.norms[l], codes, part == 0 ? 0 : 1 + l);
     }
     if (part == 0) {
       be.linear(acc, q.out_proj, nullptr, z);

@@ -156,17 +156,23 @@ void Transformer::forward(Backend& be, Tensor& x, int T, State& st, int group) c
   Tensor& ff = st.ws.f32(be, 4, {N, spec_.gated ? 2 * hidden : hidden});
   Tensor& gated = st.ws.f32(be, 5, {N, hidden});
   const bool rope = spec_.pos_emb == PosEmb::Rope || spec_.pos_emb == PosEmb::RopeConcat;
+  // The residual add that closes each half-layer is fused with the norm that opens the next
+  // (backends with an add+RMSNorm kernel save a launch and a pass over x).
+  const bool fuse_norm = spec_.norm == NormKind::RmsNorm;
+  if (!layers_.empty()) norm(be, x, layers_[0].norm1_w, layers_[0].norm1_b, h);
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& L = layers_[i];
     const Weights& w = L.sets[set];
-    norm(be, x, L.norm1_w, L.norm1_b, h);
     be.linear(h, w.in_proj, nullptr, qkv);
-    if (rope) be.rope(qkv, as, spec_.max_period, spec_.pos_emb == PosEmb::Rope, st.pos);
-    be.kv_write(st.caches[i], qkv, as, B, st.pos);
+    be.rope_kv_write(qkv, st.caches[i], as, rope, spec_.max_period, spec_.pos_emb == PosEmb::Rope, B, st.pos);
     be.attention(qkv, st.caches[i], as, B, st.pos, st.lo, att);
     be.linear(att, w.out_proj, nullptr, proj);
-    be.add_scaled(x, proj, spec_.layer_scale ? &L.scale1 : nullptr);
-    norm(be, x, L.norm2_w, L.norm2_b, h);
+    if (fuse_norm) {
+      be.add_rms_norm(x, proj, spec_.layer_scale ? &L.scale1 : nullptr, L.norm2_w, spec_.norm_eps, h);
+    } else {
+      be.add_scaled(x, proj, spec_.layer_scale ? &L.scale1 : nullptr);
+      norm(be, x, L.norm2_w, L.norm2_b, h);
+    }
     be.linear(h, w.ff_in, nullptr, ff);
     if (spec_.gated) {
       be.gated_activation(ff, spec_.activation, gated);
@@ -175,7 +181,14 @@ void Transformer::forward(Backend& be, Tensor& x, int T, State& st, int group) c
       be.activation(ff, spec_.activation);
       be.linear(ff, w.ff_out, nullptr, proj);
     }
-    be.add_scaled(x, proj, spec_.layer_scale ? &L.scale2 : nullptr);
+    const Tensor* scale2 = spec_.layer_scale ? &L.scale2 : nullptr;
+    const bool last = i + 1 == layers_.size();
+    if (!last && fuse_norm) {
+      be.add_rms_norm(x, proj, scale2, layers_[i + 1].norm1_w, spec_.norm_eps, h);
+    } else {
+      be.add_scaled(x, proj, scale2);
+      if (!last) norm(be, x, layers_[i + 1].norm1_w, layers_[i + 1].norm1_b, h);
+    }
     if (st.tap) (*st.tap)(st.tap_prefix + "layer" + std::to_string(i), x);
   }
   for (int b = 0; b < B; ++b) st.offset[b] += T;

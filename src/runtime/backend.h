@@ -105,12 +105,28 @@ class Backend {
   virtual void attention(const Tensor& qkv, const KvCache& cache, const AttnShape& s, int batch,
                          const std::vector<int64_t>& pos, const std::vector<int64_t>& lo, Tensor& out) = 0;
 
+  // ---- fused forms: one op where a backend has a kernel for it, else the ops it stands for ----
+  // rope (if `with_rope`) then kv_write.
+  virtual void rope_kv_write(Tensor& qkv, KvCache& cache, const AttnShape& s, bool with_rope, float max_period,
+                             bool interleaved, int batch, const std::vector<int64_t>& pos) {
+    if (with_rope) rope(qkv, s, max_period, interleaved, pos);
+    kv_write(cache, qkv, s, batch, pos);
+  }
+  // add_scaled(x, u, scale) then rms_norm(x, alpha, eps, y) (the residual add and the next norm).
+  virtual void add_rms_norm(Tensor& x, const Tensor& u, const Tensor* scale, const Tensor& alpha, float eps,
+                            Tensor& y) {
+    add_scaled(x, u, scale);
+    rms_norm(x, alpha, eps, y);
+  }
+
   // Vector quantisation over rows of r [N, D] with a codebook [bins, D] prepared by
-  // prepare_linear and its squared norms [bins]: codes[N] (i64) <- nearest entry (ties: lowest
-  // index), then r -= codebook[code].
-  virtual void vq_encode(Tensor& r, const Tensor& codebook, const Tensor& norms, Tensor& codes) = 0;
-  // acc[N, D] += codebook[codes[n]] (codes checked against [0, bins)).
-  virtual void vq_decode_add(Tensor& acc, const Tensor& codebook, const Tensor& norms, const Tensor& codes) = 0;
+  // prepare_linear and its squared norms [bins]: codes[n, col] (i64 [N] or [N, S]) <- nearest
+  // entry (ties: lowest index), then r -= codebook[code].
+  virtual void vq_encode(Tensor& r, const Tensor& codebook, const Tensor& norms, Tensor& codes, int64_t col) = 0;
+  // acc[N, D] += codebook[codes[n, col]] (codes [N] or [N, S], checked against [0, bins)
+  // where the backend can: the CUDA backend checks them outside recorded stages).
+  virtual void vq_decode_add(Tensor& acc, const Tensor& codebook, const Tensor& norms, const Tensor& codes,
+                             int64_t col) = 0;
 
   // ---- tokens that stay on the device -----------------------------------------------------
   // As embedding, with the ids read from column `col` of an i64 tensor [N, S] this backend

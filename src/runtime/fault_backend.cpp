@@ -126,12 +126,12 @@ class FaultyBackend final : public Backend {
     in_->attention(qkv, c, s, b, pos, lo, out);
     hit("attention", out);
   }
-  void vq_encode(Tensor& r, const Tensor& cb, const Tensor& n, Tensor& codes) override {
-    in_->vq_encode(r, cb, n, codes);
+  void vq_encode(Tensor& r, const Tensor& cb, const Tensor& n, Tensor& codes, int64_t col) override {
+    in_->vq_encode(r, cb, n, codes, col);
     hit("vq_encode", r);
   }
-  void vq_decode_add(Tensor& acc, const Tensor& cb, const Tensor& n, const Tensor& codes) override {
-    in_->vq_decode_add(acc, cb, n, codes);
+  void vq_decode_add(Tensor& acc, const Tensor& cb, const Tensor& n, const Tensor& codes, int64_t col) override {
+    in_->vq_decode_add(acc, cb, n, codes, col);
     hit("vq_decode_add", acc);
   }
 

@@ -52,8 +52,9 @@ class CpuBackend final : public Backend {
                 const std::vector<int64_t>& pos) override;
   void attention(const Tensor& qkv, const KvCache& cache, const AttnShape& s, int batch,
                  const std::vector<int64_t>& pos, const std::vector<int64_t>& lo, Tensor& out) override;
-  void vq_encode(Tensor& r, const Tensor& codebook, const Tensor& norms, Tensor& codes) override;
-  void vq_decode_add(Tensor& acc, const Tensor& codebook, const Tensor& norms, const Tensor& codes) override;
+  void vq_encode(Tensor& r, const Tensor& codebook, const Tensor& norms, Tensor& codes, int64_t col) override;
+  void vq_decode_add(Tensor& acc, const Tensor& codebook, const Tensor& norms, const Tensor& codes,
+                     int64_t col) override;
   void embedding_from(const Tensor& table, const Tensor& ids, int64_t col, Tensor& out, bool accumulate) override;
   void sample(const Tensor& logits, const SamplingParams& p, uint64_t seed, const std::vector<int64_t>& steps,
               uint64_t site, Tensor& tokens, int64_t col) override;

@@ -10,9 +10,10 @@
 namespace moshi {
 
 // Codebooks are prepared like linear weights (packed [panels, D, kPanel]); `norms` gives bins.
-void CpuBackend::vq_encode(Tensor& r, const Tensor& codebook, const Tensor& norms, Tensor& codes) {
-  const int64_t bins = norms.numel(), D = codebook.dim(1), N = r.numel() / D;
-  MOSHI_CHECK(codes.numel() == N, "vq_encode: ", codes.numel(), " codes for ", N, " rows");
+void CpuBackend::vq_encode(Tensor& r, const Tensor& codebook, const Tensor& norms, Tensor& codes, int64_t col) {
+  const int64_t bins = norms.numel(), D = codebook.dim(1), N = r.numel() / D, S = N ? codes.numel() / N : 1;
+  MOSHI_CHECK(codes.numel() == N * S && col >= 0 && col < S, "vq_encode: ", codes.numel(), " codes for ", N,
+              " rows, column ", col);
   OpTimer timer("vq_encode", 2.0 * N * bins * D);
   thread_local std::vector<float> dots;
   dots.resize(static_cast<size_t>(N * bins));
@@ -35,18 +36,21 @@ void CpuBackend::vq_encode(Tensor& r, const Tensor& codebook, const Tensor& norm
         best = j;
       }
     }
-    codes.i64()[n] = best;
+    codes.i64()[n * S + col] = best;
     cpu::packed_row(codebook.f32(), D, best, row.data());
     for (int64_t d = 0; d < D; ++d) x[d] -= row[d];
   }
 }
 
-void CpuBackend::vq_decode_add(Tensor& acc, const Tensor& codebook, const Tensor& norms, const Tensor& codes) {
-  const int64_t bins = norms.numel(), D = codebook.dim(1), N = codes.numel();
+void CpuBackend::vq_decode_add(Tensor& acc, const Tensor& codebook, const Tensor& norms, const Tensor& codes,
+                               int64_t col) {
+  const int64_t bins = norms.numel(), D = codebook.dim(1), N = D ? acc.numel() / D : 0, S = N ? codes.numel() / N : 1;
+  MOSHI_CHECK(codes.numel() == N * S && col >= 0 && col < S, "vq_decode_add: ", codes.numel(), " codes for ", N,
+              " rows, column ", col);
   thread_local std::vector<float> row;
   row.resize(D);
   for (int64_t n = 0; n < N; ++n) {
-    const int64_t c = codes.i64()[n];
+    const int64_t c = codes.i64()[n * S + col];
     MOSHI_CHECK(c >= 0 && c < bins, "code ", c, " is out of range [0, ", bins, ")");
     cpu::packed_row(codebook.f32(), D, c, row.data());
     float* a = acc.f32() + n * D;

@@ -37,6 +37,42 @@ __global__ void rope_kernel(float* __restrict__ qkv, const int64_t* __restrict__
   }
 }
 
+// RoPE and the cache write in one pass: items [0, rows·heads_qk·half) rotate one pair of a q or
+// k head (k pairs are also written to the cache, rotated), items after that copy v. `rope` 0
+// skips the rotation.
+template <typename TC>
+__global__ void rope_kv_write_kernel(float* __restrict__ qkv, TC* __restrict__ kc, TC* __restrict__ vc,
+                                     const int64_t* __restrict__ pos, const float* __restrict__ freqs, int rope,
+                                     int64_t rows, int64_t T, int64_t R, int heads, int64_t heads_qk, int64_t D,
+                                     int64_t half, int64_t im_off, int64_t stride, int64_t QD, int64_t KD,
+                                     int64_t cap) {
+  const int64_t n_rot = rows * heads_qk * half;
+  MOSHI_GRID_STRIDE(k, n_rot + rows * KD) {
+    if (k < n_rot) {
+      const int64_t i = k % half, h = (k / half) % heads_qk, r = k / (half * heads_qk);
+      float* v = qkv + r * R + h * D + i * stride;
+      float re = v[0], im = v[im_off];
+      if (rope) {
+        const float a = freqs[i] * static_cast<float>(pos[r]), c = cosf(a), s = sinf(a);
+        const float nre = re * c - im * s, nim = re * s + im * c;
+        re = nre;
+        im = nim;
+        v[0] = re;
+        v[im_off] = im;
+      }
+      if (h >= heads) {  // a k head: its rotated pair goes to the cache too
+        const int64_t b = r / T, slot = pos[r] % cap, e = (h - heads) * D + i * stride;
+        TC* dst = kc + (b * cap + slot) * KD + e;
+        store_narrow(dst, re);
+        store_narrow(dst + im_off, im);
+      }
+    } else {
+      const int64_t j = k - n_rot, e = j % KD, r = j / KD, b = r / T, slot = pos[r] % cap;
+      store_narrow(&vc[(b * cap + slot) * KD + e], qkv[r * R + QD + KD + e]);
+    }
+  }
+}
+
 // TC: the cache's element type, float or uint16_t (bf16 bits).
 template <typename TC>
 __global__ void kv_write_kernel(const float* __restrict__ qkv, TC* __restrict__ kc, TC* __restrict__ vc,
@@ -256,6 +292,24 @@ using cuda::f32_of;
 using cuda::grid_for;
 using cuda::launch;
 
+namespace {
+// RoPE frequencies exactly as the CPU computes them (on the host, std::exp on floats), once.
+const float* rope_freqs(cuda::Impl& im, int64_t D, float max_period, const char* op) {
+  uint32_t bits;
+  std::memcpy(&bits, &max_period, 4);
+  const int64_t half = D / 2;
+  return im.table(
+      "rope:" + std::to_string(D) + ":" + std::to_string(bits),
+      [&] {
+        std::vector<float> f(static_cast<size_t>(half));
+        const float step = static_cast<float>(-std::log(static_cast<double>(max_period)) * 2.0 / D);
+        for (int64_t i = 0; i < half; ++i) f[i] = std::exp(static_cast<float>(i) * step);
+        return f;
+      },
+      op);
+}
+}  // namespace
+
 void CudaBackend::rope(Tensor& qkv, const AttnShape& sh, float max_period, bool interleaved,
                        const std::vector<int64_t>& pos) {
   impl_->enter(__func__);
@@ -265,23 +319,49 @@ void CudaBackend::rope(Tensor& qkv, const AttnShape& sh, float max_period, bool 
               " positions for ", rows, " rows");
   if (rows == 0 || half == 0) return;
   cuda::Impl& im = *impl_;
-  // Frequencies exactly as the CPU computes them (on the host, std::exp on floats).
-  uint32_t bits;
-  std::memcpy(&bits, &max_period, 4);
-  const float* freqs = im.table(
-      "rope:" + std::to_string(D) + ":" + std::to_string(bits),
-      [&] {
-        std::vector<float> f(static_cast<size_t>(half));
-        const float step = static_cast<float>(-std::log(static_cast<double>(max_period)) * 2.0 / D);
-        for (int64_t i = 0; i < half; ++i) f[i] = std::exp(static_cast<float>(i) * step);
-        return f;
-      },
-      op);
+  const float* freqs = rope_freqs(im, D, max_period, op);
   const int64_t* dpos = im.put_args({&pos}, op);
   const int64_t heads_qk = sh.heads + sh.kv_heads;
   launch(im, op, cuda::rope_kernel, dim3(grid_for(im, rows * heads_qk * half)), dim3(256), 0, f32_of(qkv, op, "qkv"),
          dpos, freqs, rows, R, heads_qk, D, half, interleaved ? int64_t{1} : half,
          interleaved ? int64_t{2} : int64_t{1});
+}
+
+void CudaBackend::rope_kv_write(Tensor& qkv, KvCache& cache, const AttnShape& sh, bool with_rope, float max_period,
+                                bool interleaved, int batch, const std::vector<int64_t>& pos) {
+  if (sh.head_dim % 2 != 0) {  // no pairs to rotate in one pass: the two ops
+    Backend::rope_kv_write(qkv, cache, sh, with_rope, max_period, interleaved, batch, pos);
+    return;
+  }
+  impl_->enter(__func__);
+  const char* op = "rope_kv_write";
+  const int64_t R = sh.row(), KD = static_cast<int64_t>(sh.kv_heads) * sh.head_dim,
+                QD = static_cast<int64_t>(sh.heads) * sh.head_dim, rows = R ? qkv.numel() / R : 0,
+                D = sh.head_dim, half = D / 2;
+  MOSHI_CHECK(batch > 0 && rows % batch == 0 && static_cast<int64_t>(pos.size()) == rows && cache.capacity > 0 &&
+                  cache.k.numel() == batch * cache.capacity * KD && cache.v.numel() == cache.k.numel() &&
+                  D % 2 == 0,
+              "rope_kv_write: ", rows, " rows, ", pos.size(), " positions, batch ", batch, ", cache ",
+              shape_str(cache.k.shape()));
+  for (int64_t p : pos) MOSHI_CHECK(p >= 0, "kv_write: negative position ", p);
+  if (rows == 0) return;
+  cuda::Impl& im = *impl_;
+  const float* freqs = nullptr;
+  if (with_rope) freqs = rope_freqs(im, D, max_period, op);
+  const int64_t* dpos = im.put_args({&pos}, op);
+  const int64_t heads_qk = sh.heads + sh.kv_heads, total = rows * heads_qk * half + rows * KD;
+  const int64_t im_off = interleaved ? 1 : half, stride = interleaved ? 2 : 1;
+  float* pq = f32_of(qkv, op, "qkv");
+  cuda::need_cuda(cache.k, op, "key cache");
+  cuda::need_cuda(cache.v, op, "value cache");
+  if (cache.k.dtype() == DType::BF16)
+    launch(im, op, cuda::rope_kv_write_kernel<uint16_t>, dim3(grid_for(im, total)), dim3(256), 0, pq,
+           cache.k.ptr<uint16_t>(), cache.v.ptr<uint16_t>(), dpos, freqs, with_rope ? 1 : 0, rows, rows / batch, R,
+           sh.heads, heads_qk, D, half, im_off, stride, QD, KD, cache.capacity);
+  else
+    launch(im, op, cuda::rope_kv_write_kernel<float>, dim3(grid_for(im, total)), dim3(256), 0, pq,
+           f32_of(cache.k, op, "key cache"), f32_of(cache.v, op, "value cache"), dpos, freqs, with_rope ? 1 : 0, rows,
+           rows / batch, R, sh.heads, heads_qk, D, half, im_off, stride, QD, KD, cache.capacity);
 }
 
 void CudaBackend::kv_write(KvCache& cache, const Tensor& qkv, const AttnShape& sh, int batch,

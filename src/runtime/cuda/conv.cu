@@ -186,9 +186,8 @@ void CudaBackend::conv_history_replicate(Tensor& prev, const Tensor& x, const st
   const int64_t B = x.dim(0), C = x.dim(1), T = x.dim(2), P = prev.dim(2);
   MOSHI_CHECK(static_cast<int64_t>(first.size()) >= B && prev.dim(0) == B && prev.dim(1) == C && T > 0,
               "conv_history_replicate: bad shapes");
-  bool any = false;
-  for (int64_t b = 0; b < B; ++b) any = any || first[b];
-  if (!any) return;
+  // Launched even when no stream is at its first frame, so that every frame runs the same ops
+  // (a recorded stage replays them all).
   impl_->enter(__func__);
   cuda::Impl& im = *impl_;
   const char* op = "conv_history_replicate";

@@ -42,6 +42,24 @@ __global__ void rms_norm_kernel(const float* x, const float* __restrict__ alpha,
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) o[c] = r[c] * (alpha[c] * inv);
 }
 
+// x += scale ⊙ u (scale may be null), then y = rms_norm(x): the sum and the statistics as in
+// add_scaled_kernel and rms_norm_kernel, so the result is the same as the two ops'.
+__global__ void add_rms_norm_kernel(float* x, const float* u, const float* __restrict__ scale,
+                                    const float* __restrict__ alpha, float eps, float* y, int64_t C) {
+  __shared__ float red[32];
+  float* r = x + blockIdx.x * C;
+  const float* ur = u + blockIdx.x * C;
+  float s = 0.f;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    const float v = r[c] + (scale ? scale[c] * ur[c] : ur[c]);
+    r[c] = v;
+    s += v * v;
+  }
+  const float inv = 1.f / sqrtf(block_sum(s, red) / static_cast<float>(C) + eps);
+  float* o = y + blockIdx.x * C;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) o[c] = r[c] * (alpha[c] * inv);
+}
+
 }  // namespace
 }  // namespace cuda
 
@@ -66,6 +84,25 @@ void CudaBackend::rms_norm(const Tensor& x, const Tensor& alpha, float eps, Tens
   MOSHI_CHECK(N <= INT32_MAX, "cuda rms_norm: too many rows");
   cuda::launch(*impl_, op, cuda::rms_norm_kernel, dim3(static_cast<unsigned>(N)), dim3(cuda::norm_threads(C)), 0,
                cuda::f32_of(x, op, "input"), cuda::f32_of(alpha, op, "alpha"), eps, cuda::f32_of(y, op, "output"), C);
+}
+
+}  // namespace moshi
+
+namespace moshi {
+
+void CudaBackend::add_rms_norm(Tensor& x, const Tensor& u, const Tensor* scale, const Tensor& alpha, float eps,
+                               Tensor& y) {
+  impl_->enter(__func__);
+  const char* op = "add_rms_norm";
+  const int64_t C = alpha.numel(), N = C ? x.numel() / C : 0;
+  MOSHI_CHECK(C > 0 && x.numel() == N * C && u.numel() == x.numel() && y.numel() == x.numel() &&
+                  (!scale || scale->numel() == C),
+              "add_rms_norm: shapes x ", shape_str(x.shape()), " u ", shape_str(u.shape()), " alpha ",
+              shape_str(alpha.shape()), " y ", shape_str(y.shape()));
+  MOSHI_CHECK(N <= INT32_MAX, "cuda add_rms_norm: too many rows");
+  cuda::launch(*impl_, op, cuda::add_rms_norm_kernel, dim3(static_cast<unsigned>(N)), dim3(cuda::norm_threads(C)), 0,
+               cuda::f32_of(x, op, "x"), cuda::f32_of(u, op, "u"), scale ? cuda::f32_of(*scale, op, "scale") : nullptr,
+               cuda::f32_of(alpha, op, "alpha"), eps, cuda::f32_of(y, op, "output"), C);
 }
 
 }  // namespace moshi

@@ -18,7 +18,8 @@ __device__ __forceinline__ bool better(float d, int64_t i, float bd, int64_t bi)
 // One block per row n: picks the code from dots [N, bins], writes it, and subtracts the entry.
 template <typename TW>
 __global__ void vq_pick_kernel(float* __restrict__ r, const TW* __restrict__ cb, const float* __restrict__ cn,
-                               const float* __restrict__ dots, int64_t* __restrict__ codes, int64_t bins, int64_t D) {
+                               const float* __restrict__ dots, int64_t* __restrict__ codes, int64_t S,
+                               int64_t bins, int64_t D) {
   __shared__ float red[32];
   __shared__ float sd[32];
   __shared__ int64_t si[32];
@@ -62,27 +63,33 @@ __global__ void vq_pick_kernel(float* __restrict__ r, const TW* __restrict__ cb,
       bi = si[w];
     }
   const int64_t code = bi == LLONG_MAX ? 0 : bi;  // no finite distance: entry 0, as on the CPU
-  if (threadIdx.x == 0) codes[n] = code;
+  if (threadIdx.x == 0) codes[n * S] = code;
   for (int64_t d = threadIdx.x; d < D; d += blockDim.x) x[d] -= load_widen(cb + code * D + d);
 }
 
 template <typename TW>
 __global__ void vq_add_kernel(float* __restrict__ acc, const TW* __restrict__ cb, const int64_t* __restrict__ codes,
-                              int64_t N, int64_t D) {
-  MOSHI_GRID_STRIDE(i, N * D) acc[i] += load_widen(cb + codes[i / D] * D + i % D);
+                              int64_t S, int64_t bins, int64_t N, int64_t D) {
+  // Codes are clamped to the codebook (they were checked before, where they could be).
+  MOSHI_GRID_STRIDE(i, N * D) {
+    const int64_t c = codes[(i / D) * S];
+    acc[i] += load_widen(cb + (c < 0 ? 0 : c >= bins ? bins - 1 : c) * D + i % D);
+  }
 }
 
 }  // namespace
 }  // namespace cuda
 
-void CudaBackend::vq_encode(Tensor& r, const Tensor& codebook, const Tensor& norms, Tensor& codes) {
+void CudaBackend::vq_encode(Tensor& r, const Tensor& codebook, const Tensor& norms, Tensor& codes, int64_t col) {
   impl_->enter(__func__);
   const char* op = "vq_encode";
   cuda::need_cuda(codebook, op, "codebook");
   const int64_t bins = norms.numel(), D = codebook.dim(1), N = D ? r.numel() / D : 0;
   MOSHI_CHECK(codebook.ndim() == 2 && codebook.dim(0) == bins && r.numel() == N * D, "vq_encode: codebook ",
               shape_str(codebook.shape()), " with ", bins, " norms for rows ", shape_str(r.shape()));
-  MOSHI_CHECK(codes.numel() == N, "vq_encode: ", codes.numel(), " codes for ", N, " rows");
+  const int64_t S = N ? codes.numel() / N : 1;
+  MOSHI_CHECK(codes.numel() == N * S && col >= 0 && col < S, "vq_encode: ", codes.numel(), " codes for ", N,
+              " rows, column ", col);
   cuda::need_cuda(codes, op, "codes");
   MOSHI_CHECK(codes.dtype() == DType::I64, "cuda vq_encode: codes must be i64");
   MOSHI_CHECK(N <= INT32_MAX && bins > 0, "cuda vq_encode: bad sizes");
@@ -95,36 +102,43 @@ void CudaBackend::vq_encode(Tensor& r, const Tensor& codebook, const Tensor& nor
   const dim3 grid(static_cast<unsigned>(N));
   if (codebook.dtype() == DType::BF16)
     cuda::launch(im, op, cuda::vq_pick_kernel<uint16_t>, grid, dim3(256), 0, pr, codebook.ptr<uint16_t>(), cn, dots,
-                 codes.i64(), bins, D);
+                 codes.i64() + col, S, bins, D);
   else
-    cuda::launch(im, op, cuda::vq_pick_kernel<float>, grid, dim3(256), 0, pr, codebook.f32(), cn, dots, codes.i64(),
-                 bins, D);
+    cuda::launch(im, op, cuda::vq_pick_kernel<float>, grid, dim3(256), 0, pr, codebook.f32(), cn, dots,
+                 codes.i64() + col, S, bins, D);
 }
 
-void CudaBackend::vq_decode_add(Tensor& acc, const Tensor& codebook, const Tensor& norms, const Tensor& codes) {
+void CudaBackend::vq_decode_add(Tensor& acc, const Tensor& codebook, const Tensor& norms, const Tensor& codes,
+                                int64_t col) {
   impl_->enter(__func__);
   const char* op = "vq_decode_add";
   cuda::need_cuda(codebook, op, "codebook");
   cuda::need_cuda(codes, op, "codes");
-  const int64_t bins = norms.numel(), D = codebook.dim(1), N = codes.numel();
-  MOSHI_CHECK(codebook.ndim() == 2 && codebook.dim(0) == bins && acc.numel() == N * D &&
-                  codes.dtype() == DType::I64,
+  const int64_t bins = norms.numel(), D = codebook.dim(1), N = D ? acc.numel() / D : 0,
+                S = N ? codes.numel() / N : 1;
+  MOSHI_CHECK(codebook.ndim() == 2 && codebook.dim(0) == bins && acc.numel() == N * D && codes.numel() == N * S &&
+                  col >= 0 && col < S && codes.dtype() == DType::I64,
               "vq_decode_add: codebook ", shape_str(codebook.shape()), ", ", N, " codes, accumulator ",
               shape_str(acc.shape()));
   if (N == 0) return;
-  // The codes are checked on the host first (one small copy) so that a bad code is an error,
-  // not a read outside the codebook.
-  std::vector<int64_t> host(static_cast<size_t>(N));
-  download(codes, host.data());
-  for (int64_t c : host) MOSHI_CHECK(c >= 0 && c < bins, "code ", c, " is out of range [0, ", bins, ")");
   cuda::Impl& im = *impl_;
+  // Outside recorded stages the codes are checked on the host first (one small copy) so that a
+  // bad code is an error; inside one (no round trips there) the caller has checked them and the
+  // kernel clamps, so nothing is ever read outside the codebook.
+  if (im.mode == cuda::Mode::Eager) {
+    std::vector<int64_t> host(static_cast<size_t>(codes.numel()));
+    download(codes, host.data());
+    for (int64_t n = 0; n < N; ++n)
+      MOSHI_CHECK(host[n * S + col] >= 0 && host[n * S + col] < bins, "code ", host[n * S + col],
+                  " is out of range [0, ", bins, ")");
+  }
   float* pa = cuda::f32_of(acc, op, "accumulator");
   const dim3 grid(cuda::grid_for(im, N * D));
   if (codebook.dtype() == DType::BF16)
-    cuda::launch(im, op, cuda::vq_add_kernel<uint16_t>, grid, dim3(256), 0, pa, codebook.ptr<uint16_t>(), codes.i64(),
-                 N, D);
+    cuda::launch(im, op, cuda::vq_add_kernel<uint16_t>, grid, dim3(256), 0, pa, codebook.ptr<uint16_t>(),
+                 codes.i64() + col, S, bins, N, D);
   else
-    cuda::launch(im, op, cuda::vq_add_kernel<float>, grid, dim3(256), 0, pa, codebook.f32(), codes.i64(), N, D);
+    cuda::launch(im, op, cuda::vq_add_kernel<float>, grid, dim3(256), 0, pa, codebook.f32(), codes.i64() + col, S, bins, N, D);
 }
 
 }  // namespace moshi
