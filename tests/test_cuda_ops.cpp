@@ -110,6 +110,22 @@ double rel_err(const Tensor& got, const Tensor& ref) {
   return md == 0 ? 0.0 : md / std::max(mr, 1e-30);
 }
 
+// Swaps the middle axes of a host [B, a, b, D] tensor: the CPU cache layout [B, cap, H, D] to the
+// CUDA one [B, H, cap, D] and back.
+Tensor kv_permute(const Tensor& t) {
+  const int64_t B = t.dim(0), a = t.dim(1), b = t.dim(2), D = t.dim(3), es = dtype_size(t.dtype());
+  Tensor o = Tensor::zeros(t.dtype(), {B, b, a, D});
+  for (int64_t i = 0; i < B; ++i)
+    for (int64_t x = 0; x < a; ++x)
+      for (int64_t y = 0; y < b; ++y)
+        std::memcpy(static_cast<char*>(o.data()) + (((i * b + y) * a + x) * D) * es,
+                    static_cast<const char*>(t.data()) + (((i * a + x) * b + y) * D) * es, D * es);
+  return o;
+}
+// A GPU cache holding the CPU cache `host` [B, cap, H, D], and back.
+Tensor kv_up(Backend& g, const Tensor& host) { return up(g, kv_permute(host)); }
+Tensor kv_down(Backend& g, const Tensor& dev) { return kv_permute(down(g, dev)); }
+
 // One tensor on each backend: the CPU's (host) and the GPU's (device).
 struct Pair {
   Tensor c, g;
@@ -353,8 +369,9 @@ TEST_F(CudaOps, RopeMatchesCpu) {
 TEST_F(CudaOps, KvWriteWrapsTheRing) {
   const AttnShape sh{8, 4, 64};
   const int B = 2, T = 3, cap = 5;
-  Pair k = zeros({B, cap, sh.kv_heads, sh.head_dim}), v = zeros({B, cap, sh.kv_heads, sh.head_dim});
-  KvCache cc{k.c, v.c, cap}, cg{k.g, v.g, cap};
+  KvCache cc = C().new_kv_cache(DType::F32, B, cap, sh.kv_heads, sh.head_dim);
+  KvCache cg = G().new_kv_cache(DType::F32, B, cap, sh.kv_heads, sh.head_dim);
+  EXPECT_EQ(cg.k.shape(), (Shape{B, sh.kv_heads, cap, sh.head_dim}));  // head-major on the GPU
   uint64_t seed = 700;
   for (int64_t start : {0, 3, 7}) {
     std::vector<int64_t> pos;
@@ -363,8 +380,8 @@ TEST_F(CudaOps, KvWriteWrapsTheRing) {
     const Pair qkv = both(rand_t({B * T, sh.row()}, seed++));
     C().kv_write(cc, qkv.c, sh, B, pos);
     G().kv_write(cg, qkv.g, sh, B, pos);
-    EXPECT_EQ(err(k), tol::kMove);
-    EXPECT_EQ(err(v), tol::kMove);
+    EXPECT_EQ(rel_err(kv_down(G(), cg.k), cc.k), tol::kMove);
+    EXPECT_EQ(rel_err(kv_down(G(), cg.v), cc.v), tol::kMove);
   }
 }
 
@@ -390,8 +407,9 @@ TEST_F(CudaOps, AttentionMatchesCpu) {
   for (const S& s : cases) {
     SCOPED_TRACE(s.what);
     const int64_t rows = s.B * s.T;
-    const Pair k = both(rand_t({s.B, s.cap, s.sh.kv_heads, s.sh.head_dim}, seed++, 2.f));
-    const Pair v = both(rand_t({s.B, s.cap, s.sh.kv_heads, s.sh.head_dim}, seed++));
+    const Tensor kh = rand_t({s.B, s.cap, s.sh.kv_heads, s.sh.head_dim}, seed++, 2.f);
+    const Tensor vh = rand_t({s.B, s.cap, s.sh.kv_heads, s.sh.head_dim}, seed++);
+    const Pair k{kh, kv_up(G(), kh)}, v{vh, kv_up(G(), vh)};
     const Pair qkv = both(rand_t({rows, s.sh.row()}, seed++, 2.f));
     std::vector<int64_t> pos, lo;
     for (int b = 0; b < s.B; ++b)
@@ -412,11 +430,9 @@ TEST_F(CudaOps, Bf16KvCacheMatchesCpu) {
   const AttnShape sh{8, 4, 64};
   const int B = 2, T = 3;
   const int64_t cap = 40;
-  Pair k = zeros({B, cap, sh.kv_heads, sh.head_dim}, DType::BF16);
-  Pair v = zeros({B, cap, sh.kv_heads, sh.head_dim}, DType::BF16);
-  G().zero(k.g);  // slots not yet written are in every window's reach here
-  G().zero(v.g);
-  KvCache cc{k.c, v.c, cap}, cg{k.g, v.g, cap};
+  // Slots not yet written are in every window's reach here: both caches start zeroed.
+  KvCache cc = C().new_kv_cache(DType::BF16, B, cap, sh.kv_heads, sh.head_dim);
+  KvCache cg = G().new_kv_cache(DType::BF16, B, cap, sh.kv_heads, sh.head_dim);
   uint64_t seed = 950;
   for (int64_t start : {0, 3, 30, 41}) {  // the last blocks wrap the ring
     SCOPED_TRACE(start);
@@ -501,13 +517,12 @@ TEST_F(CudaOps, FusedRopeCacheWriteAndAddNormMatchCpu) {
         const int64_t cap = 7;
         const std::vector<int64_t> pos = {5, 6, 7, 0, 1, 2};
         Pair qkv = both(rand_t({B * T, s.row()}, seed++));
-        KvCache cc{Tensor::zeros(kv, {B, cap, 4, 64}), Tensor::zeros(kv, {B, cap, 4, 64}), cap};
-        KvCache gc{G().empty(kv, {B, cap, 4, 64}), G().empty(kv, {B, cap, 4, 64}), cap};
+        KvCache cc = C().new_kv_cache(kv, B, cap, 4, 64), gc = G().new_kv_cache(kv, B, cap, 4, 64);
         C().rope_kv_write(qkv.c, cc, s, with_rope, 10000.f, interleaved, B, pos);
         G().rope_kv_write(qkv.g, gc, s, with_rope, 10000.f, interleaved, B, pos);
         EXPECT_LE(err(qkv), tol::kRope);
         for (auto [c, g] : {std::pair<Tensor*, Tensor*>{&cc.k, &gc.k}, {&cc.v, &gc.v}}) {
-          const Tensor got = down(G(), *g);
+          const Tensor got = kv_down(G(), *g);
           double worst = 0;
           for (int64_t i = 0; i < c->numel(); ++i) {
             const float a = kv == DType::BF16 ? bf16_to_f32(got.ptr<uint16_t>()[i]) : got.f32()[i];

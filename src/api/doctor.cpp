@@ -171,7 +171,7 @@ std::vector<std::pair<std::string, std::pair<double, Check>>> checks() {
     auto qkv = rnd(T * sh.row(), 13);
     std::vector<int64_t> pos(T), lo(T);
     for (int t = 0; t < T; ++t) pos[t] = 100 + t, lo[t] = std::max(100, 100 + t - 5);  // only written keys
-    KvCache kc{be.empty(DType::F32, {1, cap, H, D}), be.empty(DType::F32, {1, cap, H, D}), cap};
+    KvCache kc = be.new_kv_cache(DType::F32, 1, cap, H, D);
     Tensor q = dev(be, qkv, {T, sh.row()}), out = be.empty(DType::F32, {T, H * D});
     be.rope(q, sh, 10000.f, true, pos);
     be.kv_write(kc, q, sh, 1, pos);

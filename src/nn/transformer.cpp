@@ -102,11 +102,7 @@ Transformer::State Transformer::new_state(Backend& be, int batch, int max_steps,
   // A call of T steps needs the window's context-1 older keys plus its own T.
   const int64_t cap = spec_.context > 0 ? spec_.context + max_steps : std::max(max_steps, max_positions);
   for (size_t i = 0; i < layers_.size(); ++i) {
-    KvCache c;
-    c.capacity = cap;
-    c.k = be.empty(kv_dtype, {batch, cap, as.kv_heads, as.head_dim});
-    c.v = be.empty(kv_dtype, {batch, cap, as.kv_heads, as.head_dim});
-    st.caches.push_back(std::move(c));
+    st.caches.push_back(be.new_kv_cache(kv_dtype, batch, cap, as.kv_heads, as.head_dim));
   }
   return st;
 }

@@ -13,7 +13,9 @@
 namespace moshi {
 
 // A streaming attention cache: a ring of `capacity` slots per stream; position p lives in slot
-// p % capacity. `k`/`v` are [B, capacity, H, D].
+// p % capacity. `k`/`v` hold B·capacity·H·D values in the layout of the backend that made them
+// (Backend::new_kv_cache): [B, capacity, H, D] by default, [B, H, capacity, D] on CUDA (each
+// head's keys contiguous, which long windows stream faster). Only the cache ops read them.
 struct KvCache {
   Tensor k, v;
   int64_t capacity = 0;
@@ -98,7 +100,12 @@ class Backend {
   // absolute positions (host, B·T entries); `interleaved` pairs (2i, 2i+1), else (i, i + D/2).
   virtual void rope(Tensor& qkv, const AttnShape& s, float max_period, bool interleaved,
                     const std::vector<int64_t>& pos) = 0;
-  // Writes k and v of qkv into the cache [B, capacity, kv_heads, D] at slots pos % capacity.
+  // A zeroed cache for `batch` streams of `capacity` slots of kv_heads x head_dim values.
+  virtual KvCache new_kv_cache(DType dtype, int batch, int64_t capacity, int kv_heads, int head_dim) {
+    return KvCache{empty(dtype, {batch, capacity, kv_heads, head_dim}), empty(dtype, {batch, capacity, kv_heads, head_dim}),
+                   capacity};
+  }
+  // Writes k and v of qkv into the cache at slots pos % capacity.
   virtual void kv_write(KvCache& cache, const Tensor& qkv, const AttnShape& s, int batch,
                         const std::vector<int64_t>& pos) = 0;
   // out [B·T, heads·D]: query (b, t) at position pos attends to cached positions [lo, pos].

@@ -107,6 +107,7 @@ class FaultyBackend final : public Backend {
               uint64_t site, Tensor& tokens, int64_t col) override {
     in_->sample(l, p, seed, steps, site, tokens, col);
   }
+  KvCache new_kv_cache(DType dt, int b, int64_t cap, int h, int d) override { return in_->new_kv_cache(dt, b, cap, h, d); }
   // Stages are not forwarded: a fault reads results back inside them, so ops run as they come.
   void synchronize() override { in_->synchronize(); }
   double measure_read_bandwidth_gbps() override { return in_->measure_read_bandwidth_gbps(); }

@@ -1,4 +1,6 @@
-// RoPE, KV-cache writes and windowed causal attention over the ring cache on the GPU.
+// RoPE, KV-cache writes and windowed causal attention over the ring cache on the GPU. The cache
+// is head-major, [B, kv_heads, capacity, D] (new_kv_cache): a head's window is one contiguous
+// run of rows, which streams faster than rows strided by every head's.
 //
 // Attention: one block of 4 warps per (query row, head, key split). Each warp takes every 4th
 // key of the block's range, 4 keys per iteration (their K and V rows loaded before any is used,
@@ -61,14 +63,14 @@ __global__ void rope_kv_write_kernel(float* __restrict__ qkv, TC* __restrict__ k
         v[im_off] = im;
       }
       if (h >= heads) {  // a k head: its rotated pair goes to the cache too
-        const int64_t b = r / T, slot = pos[r] % cap, e = (h - heads) * D + i * stride;
-        TC* dst = kc + (b * cap + slot) * KD + e;
+        const int64_t b = r / T, slot = pos[r] % cap, kh = h - heads, KH = KD / D;
+        TC* dst = kc + ((b * KH + kh) * cap + slot) * D + i * stride;
         store_narrow(dst, re);
         store_narrow(dst + im_off, im);
       }
     } else {
-      const int64_t j = k - n_rot, e = j % KD, r = j / KD, b = r / T, slot = pos[r] % cap;
-      store_narrow(&vc[(b * cap + slot) * KD + e], qkv[r * R + QD + KD + e]);
+      const int64_t j = k - n_rot, e = j % KD, r = j / KD, b = r / T, slot = pos[r] % cap, KH = KD / D;
+      store_narrow(&vc[((b * KH + e / D) * cap + slot) * D + e % D], qkv[r * R + QD + KD + e]);
     }
   }
 }
@@ -77,12 +79,13 @@ __global__ void rope_kv_write_kernel(float* __restrict__ qkv, TC* __restrict__ k
 template <typename TC>
 __global__ void kv_write_kernel(const float* __restrict__ qkv, TC* __restrict__ kc, TC* __restrict__ vc,
                                 const int64_t* __restrict__ pos, int64_t rows, int64_t T, int64_t R, int64_t QD,
-                                int64_t KD, int64_t cap) {
+                                int64_t KD, int64_t D, int64_t cap) {
   MOSHI_GRID_STRIDE(k, rows * KD) {
-    const int64_t e = k % KD, r = k / KD, b = r / T, slot = pos[r] % cap;
+    const int64_t e = k % KD, r = k / KD, b = r / T, slot = pos[r] % cap, KH = KD / D;
     const float* row = qkv + r * R;
-    store_narrow(&kc[(b * cap + slot) * KD + e], row[QD + e]);
-    store_narrow(&vc[(b * cap + slot) * KD + e], row[QD + KD + e]);
+    const int64_t at = ((b * KH + e / D) * cap + slot) * D + e % D;
+    store_narrow(&kc[at], row[QD + e]);
+    store_narrow(&vc[at], row[QD + KD + e]);
   }
 }
 
@@ -161,8 +164,10 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
     const int d = contig ? lane * EPL + e : e * 32 + lane;
     q[e] = d < D ? qr[d] : 0.f;
   }
-  const TC* kb = kc + b * cap * KD + static_cast<int64_t>(kvh) * D;
-  const TC* vb = vc + b * cap * KD + static_cast<int64_t>(kvh) * D;
+  // The cache is [B, KH, cap, D]: this head's ring is contiguous.
+  const int64_t ring = (b * (KD / D) + kvh) * cap * D;
+  const TC* kb = kc + ring;
+  const TC* vb = vc + ring;
   const int64_t s0 = l % cap;  // positions [l, p] are slots s0, s0+1, ... wrapping at cap
   float m = -INFINITY, lsum = 0.f, acc[EPL];
 #pragma unroll
@@ -175,8 +180,8 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
       const int64_t jj = j + u * kAttnWarps;
       int64_t slot = s0 + (jj < j1 ? jj : j);
       if (slot >= cap) slot -= cap;
-      const TC* kr = kb + slot * KD;
-      const TC* vr = vb + slot * KD;
+      const TC* kr = kb + slot * D;
+      const TC* vr = vb + slot * D;
       float dot = 0.f;
       if (contig) {
         float kk[EPL];
@@ -327,6 +332,11 @@ void CudaBackend::rope(Tensor& qkv, const AttnShape& sh, float max_period, bool 
          interleaved ? int64_t{2} : int64_t{1});
 }
 
+KvCache CudaBackend::new_kv_cache(DType dtype, int batch, int64_t capacity, int kv_heads, int head_dim) {
+  return KvCache{empty(dtype, {batch, kv_heads, capacity, head_dim}), empty(dtype, {batch, kv_heads, capacity, head_dim}),
+                 capacity};
+}
+
 void CudaBackend::rope_kv_write(Tensor& qkv, KvCache& cache, const AttnShape& sh, bool with_rope, float max_period,
                                 bool interleaved, int batch, const std::vector<int64_t>& pos) {
   if (sh.head_dim % 2 != 0) {  // no pairs to rotate in one pass: the two ops
@@ -382,12 +392,12 @@ void CudaBackend::kv_write(KvCache& cache, const Tensor& qkv, const AttnShape& s
     cuda::need_cuda(cache.v, op, "value cache");
     launch(im, op, cuda::kv_write_kernel<uint16_t>, dim3(grid_for(im, rows * KD)), dim3(256), 0,
            f32_of(qkv, op, "qkv"), cache.k.ptr<uint16_t>(), cache.v.ptr<uint16_t>(), dpos, rows, rows / batch, R, QD,
-           KD, cache.capacity);
+           KD, int64_t{sh.head_dim}, cache.capacity);
     return;
   }
   launch(im, op, cuda::kv_write_kernel<float>, dim3(grid_for(im, rows * KD)), dim3(256), 0, f32_of(qkv, op, "qkv"),
          f32_of(cache.k, op, "key cache"), f32_of(cache.v, op, "value cache"), dpos, rows, rows / batch, R, QD, KD,
-         cache.capacity);
+         int64_t{sh.head_dim}, cache.capacity);
 }
 
 void CudaBackend::attention(const Tensor& qkv, const KvCache& cache, const AttnShape& sh, int batch,

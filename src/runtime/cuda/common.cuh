@@ -98,6 +98,12 @@ struct Impl {
   std::map<std::string, Tensor> tables;  // small constant tables (rope frequencies, ...) by key
   void* blas_workspace = nullptr;        // given to cuBLAS so that it never allocates in a graph
 
+  // MOSHI_PROFILE_OPS=1: every launch is timed alone between two events and waited for (slow,
+  // no graphs); the times include the gap while the launch reaches the GPU.
+  bool profile = false;
+  cudaEvent_t prof_a = nullptr, prof_b = nullptr;
+  void profile_launch_begin(const char* op);
+  void profile_launch_end(const char* op);
   bool graphs = true;  // MOSHI_CUDA_GRAPHS=0 (or MOSHI_CUDA_SYNC=1) runs every stage eagerly
   std::map<int, Stage> stages;
   int next_stage = 1;
@@ -166,8 +172,10 @@ void launch(Impl& im, const char* op, void (*kernel)(KArgs...), dim3 grid, dim3 
   im.note(reinterpret_cast<uintptr_t>(kernel) ^ (static_cast<uint64_t>(grid.x) << 20) ^
           (static_cast<uint64_t>(grid.y) << 40) ^ (static_cast<uint64_t>(grid.z) << 50) ^ block.x ^ smem);
   if (!im.live()) return;
+  if (im.profile) im.profile_launch_begin(op);
   kernel<<<grid, block, smem, im.stream>>>(static_cast<KArgs>(args)...);
   im.after_launch(op);
+  if (im.profile) im.profile_launch_end(op);
 }
 
 // Blocks for a grid-stride loop over n items (capped: each thread then takes several).

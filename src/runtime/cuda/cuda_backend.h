@@ -68,6 +68,8 @@ class CudaBackend final : public Backend {
   void sin_embedding_add(Tensor& x, const std::vector<int64_t>& pos, float max_period, float scale) override;
   void rope(Tensor& qkv, const AttnShape& s, float max_period, bool interleaved,
             const std::vector<int64_t>& pos) override;
+  // [B, H, capacity, D]: each head's ring contiguous.
+  KvCache new_kv_cache(DType dtype, int batch, int64_t capacity, int kv_heads, int head_dim) override;
   void kv_write(KvCache& cache, const Tensor& qkv, const AttnShape& s, int batch,
                 const std::vector<int64_t>& pos) override;
   void rope_kv_write(Tensor& qkv, KvCache& cache, const AttnShape& s, bool with_rope, float max_period,

@@ -247,6 +247,11 @@ void sgemm_rows(Impl& im, const float* x, int64_t N, const float* w, float* y, i
 void matmul(Impl& im, const float* x, int64_t N, const Tensor& w, const float* bias, float* y, const char* op) {
   const int64_t out = w.dim(0), in = w.dim(1);
   if (N <= 0 || out <= 0) return;
+  std::string named;  // profiles tell the shapes apart
+  if (im.profile) {
+    named = std::string(op) + " " + std::to_string(out) + "x" + std::to_string(in) + " N" + std::to_string(N);
+    op = named.c_str();
+  }
   MOSHI_CHECK(N <= INT32_MAX && in <= INT32_MAX && out <= INT32_MAX, "cuda ", op, ": product too large");
   const bool bf16 = w.dtype() == DType::BF16;
   if (bf16 && N <= kMaxMmaRows && mma_gemm_fits(x, N, w)) return mma_gemm(im, x, N, w, bias, y, op);

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/op_profile.h"
 #include "runtime/cuda/common.cuh"
 
 namespace moshi {
@@ -21,6 +22,8 @@ Impl::~Impl() {
   // may already be unloading.
   if (stream) cudaStreamSynchronize(stream);
   for (auto& kv : stages) release_stage(kv.second);
+  if (prof_a) cudaEventDestroy(prof_a);
+  if (prof_b) cudaEventDestroy(prof_b);
   tables.clear();
   if (blas_workspace) cudaFree(blas_workspace);
   for (Scratch& s : scratch)
@@ -77,6 +80,22 @@ void* Impl::ensure(Slot s, size_t bytes, const char* op) {
   return sc.ptr;
 }
 
+void Impl::profile_launch_begin(const char* op) {
+  if (!prof_a) {
+    MOSHI_CUDA_CHECK(op, cudaEventCreate(&prof_a));
+    MOSHI_CUDA_CHECK(op, cudaEventCreate(&prof_b));
+  }
+  MOSHI_CUDA_CHECK(op, cudaEventRecord(prof_a, stream));
+}
+
+void Impl::profile_launch_end(const char* op) {
+  MOSHI_CUDA_CHECK(op, cudaEventRecord(prof_b, stream));
+  MOSHI_CUDA_CHECK(op, cudaEventSynchronize(prof_b));
+  float ms = 0;
+  MOSHI_CUDA_CHECK(op, cudaEventElapsedTime(&ms, prof_a, prof_b));
+  op_profile_add(op, ms / 1e3, 0);
+}
+
 const int64_t* Impl::put_args(std::initializer_list<const std::vector<int64_t>*> parts, const char* op) {
   host_args.clear();
   for (const auto* p : parts) host_args.insert(host_args.end(), p->begin(), p->end());
@@ -131,7 +150,9 @@ CudaBackend::CudaBackend(int device_index) : impl_(std::make_unique<Impl>()) {
   MOSHI_CUDA_CHECK("cuBLAS init", cudaMalloc(&im.blas_workspace, kBlasWorkspace));
   MOSHI_CUDA_CHECK("cuBLAS init", cublasSetWorkspace(im.blas, im.blas_workspace, kBlasWorkspace));
   const char* graphs = std::getenv("MOSHI_CUDA_GRAPHS");
-  im.graphs = !im.sync_each && !(graphs && std::strcmp(graphs, "0") == 0);
+  // Profiling times each kernel alone, which recorded stages would hide.
+  im.profile = op_profile_enabled();
+  im.graphs = !im.sync_each && !im.profile && !(graphs && std::strcmp(graphs, "0") == 0);
   // f32 products stay f32: no TF32 (the results are compared with the CPU's).
   MOSHI_CUDA_CHECK("cuBLAS init", cublasSetMathMode(im.blas, CUBLAS_DEFAULT_MATH));
 }
