@@ -422,10 +422,11 @@ void CudaBackend::attention(const Tensor& qkv, const KvCache& cache, const AttnS
   }
   if (rows == 0) return;
   cuda::Impl& im = *impl_;
-  // Split windows as long as the cache when batch x heads blocks alone would leave most SMs
-  // idle. The split count follows the capacity, never the positions, so that a recorded stage
-  // keeps its launch shape; each row divides its own window among the splits.
-  const int64_t blocks = rows * H, want = 2 * static_cast<int64_t>(im.sms);
+  // Split windows as long as the cache when batch x heads blocks alone are too few to keep
+  // enough reads in flight (~6 blocks of 4 warps per SM). The split count follows the
+  // capacity, never the positions, so that a recorded stage keeps its launch shape; each row
+  // divides its own window among the splits.
+  const int64_t blocks = rows * H, want = 6 * static_cast<int64_t>(im.sms);
   int splits = 1;
   if (blocks < want) {
     const int64_t by_keys = (cap + cuda::kMinKeysPerSplit - 1) / cuda::kMinKeysPerSplit;
