@@ -45,11 +45,11 @@ double available_gb() {
   return 0;
 }
 
-// Bytes of f32 KV cache one stream holds at the full temporal context.
-double kv_cache_gb(const LmConfig& c) {
+// Bytes of KV cache one stream holds at the full temporal context, `bytes` per value.
+double kv_cache_gb(const LmConfig& c, double bytes) {
   const double ctx = c.temporal.context > 0 ? c.temporal.context + 1 : 3000;
   const double kv_dim = static_cast<double>(c.dim) / c.temporal.kv_repeat;
-  return c.temporal.num_layers * ctx * kv_dim * 2 * 4 / 1e9;
+  return c.temporal.num_layers * ctx * kv_dim * 2 * bytes / 1e9;
 }
 
 double lm_weights_gb(const LmConfig& c, double bytes_per_value) {
@@ -117,12 +117,16 @@ Model Model::load(const std::string& spec, const ModelOptions& opts) {
     impl->source = files.source;
   }
   // Refuse early and clearly rather than die of memory half way through loading.
-  impl->estimate_gb = weights_gb + kv_cache_gb(lc) + 0.3;
+  // The KV cache's type follows LmModel::load's rule (bf16 with bf16 weights on a GPU).
+  const bool kv_bf16 = lo.kv_dtype == "bf16" ||
+                       (lo.kv_dtype == "auto" && lo.weights_dtype == "bf16" && backend->device() == Device::CUDA);
+  const double kv_gb = kv_cache_gb(lc, kv_bf16 ? 2 : 4);
+  impl->estimate_gb = weights_gb + kv_gb + 0.3;
   const double limit = opts.memory_limit_gb > 0 ? opts.memory_limit_gb : available_gb();
   if (limit > 0 && impl->estimate_gb > limit) {
     char msg[256];
     std::snprintf(msg, sizeof msg, "%.1f GB (weights %.1f GB, KV cache %.1f GB)", impl->estimate_gb, weights_gb,
-                  kv_cache_gb(lc));
+                  kv_gb);
     fail(spec, " needs about ", msg, " but only ", static_cast<int>(limit * 10) / 10.0,
          " GB are available; free memory, use a smaller model, or raise --memory-limit");
   }
