@@ -27,6 +27,7 @@ struct SamplingOptions {
 
 struct LmStepTimings {
   double temporal_ms = 0, depformer_ms = 0, total_ms = 0;
+  double issue_ms = 0;  // host time spent issuing the step's work (part of the above)
 };
 
 class LmGenerator;

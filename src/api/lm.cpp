@@ -107,7 +107,7 @@ void LmGenerator::skip_context(int64_t steps) { s_->gen->skip_context(steps); }
 int LmGenerator::batch() const { return s_->gen->batch(); }
 LmStepTimings LmGenerator::last_timings() const {
   const StepTimings& t = s_->gen->timings();
-  return LmStepTimings{t.temporal_ms, t.depformer_ms, t.total_ms};
+  return LmStepTimings{t.temporal_ms, t.depformer_ms, t.total_ms, t.issue_ms};
 }
 
 }  // namespace moshi

@@ -70,9 +70,11 @@ void LmGen::step(const std::vector<int64_t>& user, int n_user, std::vector<int64
   // backend may record once and replay (not while a tap reads intermediate results).
   Backend& be = model_->backend();
   const bool staged = state_->tap == nullptr;
+  const auto i0 = Clock::now();
   if (staged) state_->temporal_stage.begin();
   const Tensor& tl = model_->temporal_step(*state_, input);
   be.sample(tl, params_.text, params_.seed, offsets_, kTextSite, state_->tokens, 0);
+  const auto i1 = Clock::now();
   if (staged) state_->temporal_stage.end();
   if (text_logits) {
     text_logits->resize(static_cast<size_t>(tl.numel()));
@@ -80,11 +82,14 @@ void LmGen::step(const std::vector<int64_t>& user, int n_user, std::vector<int64
   }
   be.synchronize();  // so that the stage timings below are the device's
   const auto t1 = Clock::now();
+  double issue_ms = ms_between(i0, i1);
   if (c.dep_q > 0) {
+    const auto i2 = Clock::now();
     if (staged) state_->depformer_stage.begin();
     model_->depformer_frame(*state_, [&](int k, const Tensor& logits) {
       be.sample(logits, params_.audio, params_.seed, offsets_, 1 + static_cast<uint64_t>(k), state_->tokens, 1 + k);
     });
+    issue_ms += ms_between(i2, Clock::now());
     if (staged) state_->depformer_stage.end();
   }
   tokens_.resize(static_cast<size_t>(state_->tokens.numel()));
@@ -120,6 +125,7 @@ void LmGen::step(const std::vector<int64_t>& user, int n_user, std::vector<int64
   }
   timings_.temporal_ms = ms_between(t0, t1);
   timings_.depformer_ms = ms_between(t1, t2);
+  timings_.issue_ms = issue_ms;
   timings_.total_ms = ms_between(t0, Clock::now());
 }
 

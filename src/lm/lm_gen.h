@@ -17,6 +17,9 @@ struct GenParams {
 
 struct StepTimings {
   double temporal_ms = 0, depformer_ms = 0, total_ms = 0;  // of the last step
+  // Host time spent running the model code of both stages (issuing their ops, or for a
+  // recorded stage staging its host arrays) before each is handed to the device.
+  double issue_ms = 0;
 };
 
 class LmGen {
