@@ -712,6 +712,23 @@ TEST_F(CudaOps, StagesRefuseChangedSequencesAndRoundTrips) {
   G().stage_destroy(id);
   G().linear(x, w, nullptr, y);  // the backend still works
   EXPECT_EQ(rel_err(down(G(), y), down(G(), ref.g)), 0.0);
+  // A recording interrupted by an error (the scope left without finish) leaves nothing behind:
+  // the stream is not left capturing and the stage runs eagerly afterwards.
+  StageHandle stage(G());
+  stage.run().finish();  // warm
+  try {
+    StageHandle::Scope sc = stage.run();  // capture
+    G().linear(x, w, nullptr, y);
+    throw Error("interrupted");
+  } catch (const Error&) {
+  }
+  G().zero(y);
+  for (int run = 0; run < 2; ++run) {
+    StageHandle::Scope sc = stage.run();
+    G().linear(x, w, nullptr, y);
+    sc.finish();
+  }
+  EXPECT_EQ(rel_err(down(G(), y), down(G(), ref.g)), 0.0);
 }
 
 TEST_F(CudaOps, MemoryOpsRoundTrip) {

@@ -122,8 +122,7 @@ void MimiModel::encode(EncoderState& st, const Tensor& pcm, Tensor* latent, int 
     Tensor& x = st.ws.f32(be, kPcm, {B, 1, n});
     be.upload(x, host.data());
     // A whole chunk without intermediate read-backs is one stage (a recorded graph on the GPU).
-    const bool staged = !st.tap && !latent && codes && F == st.max_frames;
-    if (staged) st.stage.begin();
+    StageHandle::Scope stage = st.stage.run(!st.tap && !latent && codes && F == st.max_frames);
     Tensor& e = encoder_.forward(be, x, st.seanet);  // [B, C, steps]
     if (st.tap) (*st.tap)("mimi.enc.seanet", e);
     st.transformer.tap = st.tap;
@@ -151,7 +150,7 @@ void MimiModel::encode(EncoderState& st, const Tensor& pcm, Tensor* latent, int 
       be.transpose_ct(*lat, z);
       Tensor& cd = st.ws.get(be, kCodes, DType::I64, {B * F, K});
       quantizer_.encode(be, z, K, cd, st.ws);
-      if (staged) st.stage.end();
+      stage.finish();
       chost.resize(B * F * K);
       be.download(cd, chost.data());
       for (int64_t b = 0; b < B; ++b)
@@ -185,8 +184,7 @@ void MimiModel::decode(DecoderState& st, const Tensor& codes, Tensor& pcm) const
         for (int64_t t = 0; t < F; ++t) chost[(b * F + t) * K + k] = codes.i64()[(b * K + k) * T + f0 + t];
     Tensor& cd = st.ws.get(be, kCodes, DType::I64, {B * F, K});
     be.upload(cd, chost.data());
-    const bool staged = !st.tap && F == st.max_frames;
-    if (staged) st.stage.begin();
+    StageHandle::Scope stage = st.stage.run(!st.tap && F == st.max_frames);
     Tensor& z = st.ws.f32(be, kRows, {B * F, C});
     quantizer_.decode(be, cd, static_cast<int>(K), z, st.ws);
     Tensor* lat = &st.ws.f32(be, kLatent, {B, C, F});
@@ -205,7 +203,7 @@ void MimiModel::decode(DecoderState& st, const Tensor& codes, Tensor& pcm) const
     Tensor& back = st.ws.f32(be, kOut, {B, C, steps});
     be.transpose_tc(rows.reshape({B, steps, C}), back);
     Tensor& y = decoder_.forward(be, back, st.seanet);  // [B, 1, F·fs]
-    if (staged) st.stage.end();
+    stage.finish();
     if (st.tap) (*st.tap)("mimi.dec.pcm", y);
     const int64_t n = F * fs;
     host.resize(B * n);

@@ -71,11 +71,11 @@ void LmGen::step(const std::vector<int64_t>& user, int n_user, std::vector<int64
   Backend& be = model_->backend();
   const bool staged = state_->tap == nullptr;
   const auto i0 = Clock::now();
-  if (staged) state_->temporal_stage.begin();
+  StageHandle::Scope temporal = state_->temporal_stage.run(staged);
   const Tensor& tl = model_->temporal_step(*state_, input);
   be.sample(tl, params_.text, params_.seed, offsets_, kTextSite, state_->tokens, 0);
   const auto i1 = Clock::now();
-  if (staged) state_->temporal_stage.end();
+  temporal.finish();
   if (text_logits) {
     text_logits->resize(static_cast<size_t>(tl.numel()));
     be.download(tl, text_logits->data());
@@ -85,12 +85,12 @@ void LmGen::step(const std::vector<int64_t>& user, int n_user, std::vector<int64
   double issue_ms = ms_between(i0, i1);
   if (c.dep_q > 0) {
     const auto i2 = Clock::now();
-    if (staged) state_->depformer_stage.begin();
+    StageHandle::Scope depformer = state_->depformer_stage.run(staged);
     model_->depformer_frame(*state_, [&](int k, const Tensor& logits) {
       be.sample(logits, params_.audio, params_.seed, offsets_, 1 + static_cast<uint64_t>(k), state_->tokens, 1 + k);
     });
     issue_ms += ms_between(i2, Clock::now());
-    if (staged) state_->depformer_stage.end();
+    depformer.finish();
   }
   tokens_.resize(static_cast<size_t>(state_->tokens.numel()));
   be.download(state_->tokens, tokens_.data());

@@ -156,6 +156,9 @@ class Backend {
   virtual void stage_destroy(int /*id*/) {}
   virtual void stage_begin(int /*id*/) {}
   virtual void stage_end(int /*id*/) {}
+  // Leaves a stage begun but not ended (an error interrupted it): nothing of the run is kept and
+  // the stage runs its ops as they come from then on.
+  virtual void stage_abort(int /*id*/) {}
 
   // ---- timing --------------------------------------------------------------------------------
   // Waits until every op queued so far has finished (ops of asynchronous backends).
@@ -191,12 +194,29 @@ class StageHandle {
   StageHandle(const StageHandle&) = delete;
   StageHandle& operator=(const StageHandle&) = delete;
   ~StageHandle() { release(); }
-  void begin() const {
-    if (be_) be_->stage_begin(id_);
-  }
-  void end() const {
-    if (be_) be_->stage_end(id_);
-  }
+  // Runs the stage for the lifetime of the returned scope: finish() ends it; a scope left
+  // without finish() (an exception) aborts it, so the backend is never left mid-recording.
+  class Scope {
+   public:
+    Scope(const StageHandle* h, bool on) : h_(on && h->be_ ? h : nullptr) {
+      if (h_) h_->be_->stage_begin(h_->id_);
+    }
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+    ~Scope() {
+      if (h_) h_->be_->stage_abort(h_->id_);
+    }
+    void finish() {
+      const StageHandle* h = h_;
+      h_ = nullptr;
+      if (h) h->be_->stage_end(h->id_);
+    }
+
+   private:
+    const StageHandle* h_;
+  };
+  // `on` false: the ops between run as they come (e.g. while a tap reads intermediate results).
+  Scope run(bool on = true) const { return Scope(this, on); }
 
  private:
   void release() {

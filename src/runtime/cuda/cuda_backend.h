@@ -35,6 +35,7 @@ class CudaBackend final : public Backend {
   void stage_destroy(int id) override;
   void stage_begin(int id) override;
   void stage_end(int id) override;
+  void stage_abort(int id) override;
 
   Tensor empty(DType dtype, const Shape& shape) override;
   void zero(Tensor& t) override;

@@ -65,6 +65,14 @@ void CudaBackend::stage_destroy(int id) {
   im.stages.erase(it);
 }
 
+void CudaBackend::stage_abort(int id) {
+  cuda::Impl& im = *impl_;
+  auto it = im.stages.find(id);
+  if (it == im.stages.end() || im.active != &it->second) return;
+  cudaSetDevice(im.dev);
+  cuda::abandon(im);
+}
+
 void CudaBackend::stage_begin(int id) {
   impl_->enter(__func__);
   cuda::Impl& im = *impl_;
