@@ -126,6 +126,16 @@ Tensor kv_permute(const Tensor& t) {
 Tensor kv_up(Backend& g, const Tensor& host) { return up(g, kv_permute(host)); }
 Tensor kv_down(Backend& g, const Tensor& dev) { return kv_permute(down(g, dev)); }
 
+// A second CUDA backend that records nothing (MOSHI_CUDA_GRAPHS=0): every op runs as it comes.
+std::shared_ptr<Backend> eager_cuda_backend() {
+  setenv("MOSHI_CUDA_GRAPHS", "0", 1);
+  BackendOptions o;
+  o.device = "cuda";
+  std::shared_ptr<Backend> be = make_backend(o);
+  unsetenv("MOSHI_CUDA_GRAPHS");
+  return be;
+}
+
 // One tensor on each backend: the CPU's (host) and the GPU's (device).
 struct Pair {
   Tensor c, g;
@@ -618,11 +628,7 @@ TEST_F(CudaOps, SampleDrawsLikeTheHost) {
 // capture, then replays) draws the same tokens as the same run on a backend without graphs.
 TEST_F(CudaOps, RecordedStagesReplayLikeEagerRuns) {
   SyntheticSource src(11);
-  setenv("MOSHI_CUDA_GRAPHS", "0", 1);
-  BackendOptions o;
-  o.device = "cuda";
-  std::shared_ptr<Backend> eager = make_backend(o);
-  unsetenv("MOSHI_CUDA_GRAPHS");
+  std::shared_ptr<Backend> eager = eager_cuda_backend();
   auto run = [&](std::shared_ptr<Backend> be) {
     auto m = LmModel::load(src, tiny_lm_config(), be);
     GenParams p;
@@ -653,11 +659,7 @@ TEST_F(CudaOps, RecordedMimiFramesReplayLikeEagerRuns) {
                     "dim_feedforward": 32},
     "quantizer": {"dimension": 8, "n_q": 4, "bins": 16}})";
   SyntheticSource src(7);
-  setenv("MOSHI_CUDA_GRAPHS", "0", 1);
-  BackendOptions o;
-  o.device = "cuda";
-  std::shared_ptr<Backend> eager = make_backend(o);
-  unsetenv("MOSHI_CUDA_GRAPHS");
+  std::shared_ptr<Backend> eager = eager_cuda_backend();
   const int64_t frames = 9, fs = 1920;
   Tensor pcm = rand_t({2, 1, frames * fs}, 91, 0.5f);
   auto run = [&](std::shared_ptr<Backend> be, Tensor& codes, Tensor& audio) {

@@ -130,15 +130,14 @@ std::unique_ptr<LmState> LmModel::new_state(int batch, int max_steps) const {
   return st;
 }
 
-void LmModel::embed(LmState& st, const Embedding& e, const std::vector<int64_t>& ids, Tensor& out, bool accumulate,
-                    int slot) const {
+void LmModel::embed_with(LmState& st, const Embedding& e, int64_t N, const std::function<void(Tensor&, bool)>& lookup,
+                         Tensor& out, bool accumulate, int slot) const {
   if (!e.low_rank.defined()) {
-    be_->embedding(e.table, ids, out, accumulate);
+    lookup(out, accumulate);
     return;
   }
-  const int64_t N = static_cast<int64_t>(ids.size());
   Tensor& r = st.ws.f32(*be_, slot, {N, e.table.dim(1)});
-  be_->embedding(e.table, ids, r, false);  // zero rows stay zero through the projection
+  lookup(r, false);  // zero rows stay zero through the projection
   if (!accumulate) {
     be_->linear(r, e.low_rank, nullptr, out);
     return;
@@ -148,22 +147,18 @@ void LmModel::embed(LmState& st, const Embedding& e, const std::vector<int64_t>&
   be_->add_scaled(out, y, nullptr);
 }
 
+void LmModel::embed(LmState& st, const Embedding& e, const std::vector<int64_t>& ids, Tensor& out, bool accumulate,
+                    int slot) const {
+  embed_with(
+      st, e, static_cast<int64_t>(ids.size()),
+      [&](Tensor& o, bool acc) { be_->embedding(e.table, ids, o, acc); }, out, accumulate, slot);
+}
+
 void LmModel::embed_from(LmState& st, const Embedding& e, const Tensor& ids, int64_t col, Tensor& out,
                          bool accumulate, int slot) const {
-  if (!e.low_rank.defined()) {
-    be_->embedding_from(e.table, ids, col, out, accumulate);
-    return;
-  }
-  const int64_t N = ids.dim(0);
-  Tensor& r = st.ws.f32(*be_, slot, {N, e.table.dim(1)});
-  be_->embedding_from(e.table, ids, col, r, false);
-  if (!accumulate) {
-    be_->linear(r, e.low_rank, nullptr, out);
-    return;
-  }
-  Tensor& y = st.ws.f32(*be_, slot + 100, {N, out.dim(-1)});
-  be_->linear(r, e.low_rank, nullptr, y);
-  be_->add_scaled(out, y, nullptr);
+  embed_with(
+      st, e, ids.dim(0), [&](Tensor& o, bool acc) { be_->embedding_from(e.table, ids, col, o, acc); }, out,
+      accumulate, slot);
 }
 
 void LmModel::out_norm(const Tensor& x, Tensor& y) const {

@@ -85,6 +85,9 @@ class LmModel {
   };
   void embed(LmState& st, const Embedding& e, const std::vector<int64_t>& ids, Tensor& out, bool accumulate,
              int slot) const;
+  // The lookup `lookup(out, accumulate)` of N rows, through the low-rank projection if any.
+  void embed_with(LmState& st, const Embedding& e, int64_t N, const std::function<void(Tensor&, bool)>& lookup,
+                  Tensor& out, bool accumulate, int slot) const;
   // As embed, with the ids in column `col` of the backend tensor `ids`.
   void embed_from(LmState& st, const Embedding& e, const Tensor& ids, int64_t col, Tensor& out, bool accumulate,
                   int slot) const;

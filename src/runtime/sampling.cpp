@@ -1,29 +1,15 @@
 #include "runtime/sampling.h"
 
+#include "runtime/counter_rng.h"
+
 #include <algorithm>
 #include <cmath>
 #include <numeric>
 
 namespace moshi {
 
-namespace {
-uint64_t mix(uint64_t x) {
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ull;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebull;
-  x ^= x >> 31;
-  return x;
-}
-}  // namespace
-
 double counter_uniform(uint64_t seed, uint64_t stream, uint64_t step, uint64_t site, uint64_t index) {
-  uint64_t h = mix(seed + 0x9e3779b97f4a7c15ull);
-  h = mix(h ^ (stream + 0x632be59bd9b4e019ull));
-  h = mix(h ^ (step + 0x8cb92ba72f3d8dd7ull));
-  h = mix(h ^ (site + 0xd6e8feb86659fd93ull));
-  h = mix(h ^ index);
-  return (static_cast<double>(h >> 11) + 0.5) * (1.0 / 9007199254740992.0);  // (0, 1), 53 bits
+  return counter_uniform_of(seed, stream, step, site, index);
 }
 
 int64_t sample_token(const float* logits, int64_t V, const SamplingParams& p, uint64_t seed, uint64_t stream,

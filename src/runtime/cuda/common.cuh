@@ -226,6 +226,15 @@ __device__ __forceinline__ void store_narrow(uint16_t* p, float v) {
   *p = static_cast<uint16_t>(u >> 16);
 }
 
+// 16 bytes of weights, read once: no L1 allocation (nothing reuses them within a kernel).
+__device__ __forceinline__ uint4 ld_stream(const uint4* p) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

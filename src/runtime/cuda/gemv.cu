@@ -6,9 +6,10 @@
 // bypass L1 (8 loads in flight per lane), the N activation rows are read through the read-only
 // cache and reused for the R weight rows, and lanes are summed with shuffles. When there are
 // too few rows to fill the GPU, the warps of a block split `in` and add their parts in shared
-// memory. Many rows go to cuBLAS (f32 compute, no TF32); cuBLAS has no bf16 x f32 product, so
-// bf16 weights are widened into f32 scratch a slice of rows at a time (few-row bf16 products
-// instead take several GEMV passes, which read less).
+// memory. bf16 weights with 2..64 rows go to the tensor cores (mma_gemm.cu). Many rows go to
+// cuBLAS (f32 compute, no TF32); cuBLAS has no bf16 x f32 product, so bf16 weights are widened
+// into f32 scratch a slice of rows at a time (few-row bf16 products whose shape the tensor-core
+// kernel does not take run several GEMV passes instead, which read less).
 #include <algorithm>
 
 #include "runtime/cuda/common.cuh"
@@ -31,14 +32,6 @@ constexpr int64_t kMaxMmaRows = 64;
 // Largest f32 slice of widened bf16 weights handed to cuBLAS at once (64 MiB).
 constexpr int64_t kWideElems = int64_t{16} << 20;
 
-// 16 bytes of weights, read once: no L1 allocation (nothing reuses them within the kernel).
-__device__ __forceinline__ uint4 ld_stream(const uint4* p) {
-  uint4 v;
-  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p));
-  return v;
-}
 
 // 16 bytes of weights as floats: 4 f32 or 8 bf16 (widened exactly).
 __device__ __forceinline__ void widen(const uint4& v, float (&f)[4], const float*) {

@@ -7,6 +7,7 @@
 // keys equal to it are kept (the lowest indices, as the host's sort keeps them). Candidates'
 // scores exp(l/T - max) / -log(u) are then compared in double; the host also divides by the
 // softmax sum first, which scales every score alike.
+#include "runtime/counter_rng.h"
 #include "runtime/cuda/common.cuh"
 
 namespace moshi {
@@ -16,24 +17,6 @@ namespace {
 constexpr int kSampleThreads = 512;
 constexpr int kSampleWarps = kSampleThreads / 32;
 
-__device__ __forceinline__ uint64_t mix64(uint64_t x) {
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ull;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebull;
-  x ^= x >> 31;
-  return x;
-}
-
-// The host's counter_uniform, bit for bit.
-__device__ double uniform(uint64_t seed, uint64_t stream, uint64_t step, uint64_t site, uint64_t index) {
-  uint64_t h = mix64(seed + 0x9e3779b97f4a7c15ull);
-  h = mix64(h ^ (stream + 0x632be59bd9b4e019ull));
-  h = mix64(h ^ (step + 0x8cb92ba72f3d8dd7ull));
-  h = mix64(h ^ (site + 0xd6e8feb86659fd93ull));
-  h = mix64(h ^ index);
-  return (static_cast<double>(h >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-}
 
 // Larger floats give larger keys.
 __device__ __forceinline__ uint32_t order_key(float f) {
@@ -41,9 +24,8 @@ __device__ __forceinline__ uint32_t order_key(float f) {
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
-// Block-wide argmax of (score, -index): every thread gets the winning index.
-__device__ int64_t block_argmax(double score, int64_t idx, double* s_sc, int64_t* s_ix) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+// Argmax of (score, -index) over the warp, into every lane.
+__device__ __forceinline__ void warp_argmax(double& score, int64_t& idx) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
     const double os = __shfl_xor_sync(0xffffffffu, score, o);
@@ -53,6 +35,12 @@ __device__ int64_t block_argmax(double score, int64_t idx, double* s_sc, int64_t
       idx = oi;
     }
   }
+}
+
+// Block-wide argmax of (score, -index): every thread gets the winning index.
+__device__ int64_t block_argmax(double score, int64_t idx, double* s_sc, int64_t* s_ix) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  warp_argmax(score, idx);
   __syncthreads();
   if (lane == 0) {
     s_sc[warp] = score;
@@ -62,15 +50,7 @@ __device__ int64_t block_argmax(double score, int64_t idx, double* s_sc, int64_t
   if (warp == 0) {
     score = lane < kSampleWarps ? s_sc[lane] : -INFINITY;
     idx = lane < kSampleWarps ? s_ix[lane] : INT64_MAX;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      const double os = __shfl_xor_sync(0xffffffffu, score, o);
-      const int64_t oi = __shfl_xor_sync(0xffffffffu, idx, o);
-      if (os > score || (os == score && oi < idx)) {
-        score = os;
-        idx = oi;
-      }
-    }
+    warp_argmax(score, idx);
     if (lane == 0) s_ix[0] = idx;
   }
   __syncthreads();
@@ -162,7 +142,7 @@ __global__ void __launch_bounds__(kSampleThreads)
   int64_t bi = INT64_MAX;
   auto consider = [&](int64_t i) {
     const float p = expf(l[i] / temp - mx);
-    const double e = -log(uniform(seed, static_cast<uint64_t>(b), step, site, static_cast<uint64_t>(i)));
+    const double e = -log(counter_uniform_of(seed, static_cast<uint64_t>(b), step, site, static_cast<uint64_t>(i)));
     const double sc = static_cast<double>(p) / e;
     if (sc > best || (sc == best && i < bi)) {
       best = sc;
