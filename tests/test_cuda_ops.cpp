@@ -553,6 +553,11 @@ TEST_F(CudaOps, FusedRopeCacheWriteAndAddNormMatchCpu) {
       G().add_rms_norm(x.g, u.g, scaled ? &sc.g : nullptr, alpha.g, 1e-8f, y.g);
       EXPECT_LE(err(x), tol::kPointwise);
       EXPECT_LE(err(y), tol::kSum);
+      const Pair bias = both(rand_t({Cn}, seed++));
+      C().add_layer_norm(x.c, u.c, scaled ? &sc.c : nullptr, alpha.c, bias.c, 1e-5f, y.c);
+      G().add_layer_norm(x.g, u.g, scaled ? &sc.g : nullptr, alpha.g, bias.g, 1e-5f, y.g);
+      EXPECT_LE(err(x), tol::kPointwise);
+      EXPECT_LE(err(y), tol::kSum);
     }
 }
 

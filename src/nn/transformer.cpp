@@ -153,8 +153,13 @@ void Transformer::forward(Backend& be, Tensor& x, int T, State& st, int group) c
   Tensor& gated = st.ws.f32(be, 5, {N, hidden});
   const bool rope = spec_.pos_emb == PosEmb::Rope || spec_.pos_emb == PosEmb::RopeConcat;
   // The residual add that closes each half-layer is fused with the norm that opens the next
-  // (backends with an add+RMSNorm kernel save a launch and a pass over x).
-  const bool fuse_norm = spec_.norm == NormKind::RmsNorm;
+  // (backends with an add+norm kernel save a launch and a pass over x).
+  auto add_norm = [&](const Tensor* scale, const Tensor& nw, const Tensor& nb) {
+    if (spec_.norm == NormKind::RmsNorm)
+      be.add_rms_norm(x, proj, scale, nw, spec_.norm_eps, h);
+    else
+      be.add_layer_norm(x, proj, scale, nw, nb, spec_.norm_eps, h);
+  };
   if (!layers_.empty()) norm(be, x, layers_[0].norm1_w, layers_[0].norm1_b, h);
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& L = layers_[i];
@@ -163,12 +168,7 @@ void Transformer::forward(Backend& be, Tensor& x, int T, State& st, int group) c
     be.rope_kv_write(qkv, st.caches[i], as, rope, spec_.max_period, spec_.pos_emb == PosEmb::Rope, B, st.pos);
     be.attention(qkv, st.caches[i], as, B, st.pos, st.lo, att);
     be.linear(att, w.out_proj, nullptr, proj);
-    if (fuse_norm) {
-      be.add_rms_norm(x, proj, spec_.layer_scale ? &L.scale1 : nullptr, L.norm2_w, spec_.norm_eps, h);
-    } else {
-      be.add_scaled(x, proj, spec_.layer_scale ? &L.scale1 : nullptr);
-      norm(be, x, L.norm2_w, L.norm2_b, h);
-    }
+    add_norm(spec_.layer_scale ? &L.scale1 : nullptr, L.norm2_w, L.norm2_b);
     be.linear(h, w.ff_in, nullptr, ff);
     if (spec_.gated) {
       be.gated_activation(ff, spec_.activation, gated);
@@ -179,12 +179,10 @@ void Transformer::forward(Backend& be, Tensor& x, int T, State& st, int group) c
     }
     const Tensor* scale2 = spec_.layer_scale ? &L.scale2 : nullptr;
     const bool last = i + 1 == layers_.size();
-    if (!last && fuse_norm) {
-      be.add_rms_norm(x, proj, scale2, layers_[i + 1].norm1_w, spec_.norm_eps, h);
-    } else {
+    if (last)
       be.add_scaled(x, proj, scale2);
-      if (!last) norm(be, x, layers_[i + 1].norm1_w, layers_[i + 1].norm1_b, h);
-    }
+    else
+      add_norm(scale2, layers_[i + 1].norm1_w, layers_[i + 1].norm1_b);
     if (st.tap) (*st.tap)(st.tap_prefix + "layer" + std::to_string(i), x);
   }
   for (int b = 0; b < B; ++b) st.offset[b] += T;

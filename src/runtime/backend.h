@@ -125,6 +125,12 @@ class Backend {
     add_scaled(x, u, scale);
     rms_norm(x, alpha, eps, y);
   }
+  // add_scaled(x, u, scale) then layer_norm(x, w, b, eps, y).
+  virtual void add_layer_norm(Tensor& x, const Tensor& u, const Tensor* scale, const Tensor& w, const Tensor& b,
+                              float eps, Tensor& y) {
+    add_scaled(x, u, scale);
+    layer_norm(x, w, b, eps, y);
+  }
 
   // Vector quantisation over rows of r [N, D] with a codebook [bins, D] prepared by
   // prepare_linear and its squared norms [bins]: codes[n, col] (i64 [N] or [N, S]) <- nearest

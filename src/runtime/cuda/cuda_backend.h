@@ -77,6 +77,8 @@ class CudaBackend final : public Backend {
                      bool interleaved, int batch, const std::vector<int64_t>& pos) override;
   void add_rms_norm(Tensor& x, const Tensor& u, const Tensor* scale, const Tensor& alpha, float eps,
                     Tensor& y) override;
+  void add_layer_norm(Tensor& x, const Tensor& u, const Tensor* scale, const Tensor& w, const Tensor& b, float eps,
+                      Tensor& y) override;
   void attention(const Tensor& qkv, const KvCache& cache, const AttnShape& s, int batch,
                  const std::vector<int64_t>& pos, const std::vector<int64_t>& lo, Tensor& out) override;
   void vq_encode(Tensor& r, const Tensor& codebook, const Tensor& norms, Tensor& codes, int64_t col) override;

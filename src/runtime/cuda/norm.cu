@@ -60,6 +60,31 @@ __global__ void add_rms_norm_kernel(float* x, const float* u, const float* __res
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) o[c] = r[c] * (alpha[c] * inv);
 }
 
+// x += scale ⊙ u (scale may be null), then y = layer_norm(x), as add_scaled_kernel then
+// layer_norm_kernel compute them.
+__global__ void add_layer_norm_kernel(float* x, const float* u, const float* __restrict__ scale,
+                                      const float* __restrict__ w, const float* __restrict__ b, float eps, float* y,
+                                      int64_t C) {
+  __shared__ float red[32];
+  float* r = x + blockIdx.x * C;
+  const float* ur = u + blockIdx.x * C;
+  float s = 0.f;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    const float v = r[c] + (scale ? scale[c] * ur[c] : ur[c]);
+    r[c] = v;
+    s += v;
+  }
+  const float mean = block_sum(s, red) / static_cast<float>(C);
+  float var = 0.f;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    const float d = r[c] - mean;
+    var += d * d;
+  }
+  const float inv = 1.f / sqrtf(block_sum(var, red) / static_cast<float>(C) + eps);
+  float* o = y + blockIdx.x * C;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) o[c] = (r[c] - mean) * inv * w[c] + b[c];
+}
+
 }  // namespace
 }  // namespace cuda
 
@@ -103,6 +128,26 @@ void CudaBackend::add_rms_norm(Tensor& x, const Tensor& u, const Tensor* scale, 
   cuda::launch(*impl_, op, cuda::add_rms_norm_kernel, dim3(static_cast<unsigned>(N)), dim3(cuda::norm_threads(C)), 0,
                cuda::f32_of(x, op, "x"), cuda::f32_of(u, op, "u"), scale ? cuda::f32_of(*scale, op, "scale") : nullptr,
                cuda::f32_of(alpha, op, "alpha"), eps, cuda::f32_of(y, op, "output"), C);
+}
+
+}  // namespace moshi
+
+namespace moshi {
+
+void CudaBackend::add_layer_norm(Tensor& x, const Tensor& u, const Tensor* scale, const Tensor& w, const Tensor& b,
+                                 float eps, Tensor& y) {
+  impl_->enter(__func__);
+  const char* op = "add_layer_norm";
+  const int64_t C = w.numel(), N = C ? x.numel() / C : 0;
+  MOSHI_CHECK(C > 0 && x.numel() == N * C && u.numel() == x.numel() && y.numel() == x.numel() && b.numel() == C &&
+                  (!scale || scale->numel() == C),
+              "add_layer_norm: shapes x ", shape_str(x.shape()), " u ", shape_str(u.shape()), " weight ",
+              shape_str(w.shape()), " y ", shape_str(y.shape()));
+  MOSHI_CHECK(N <= INT32_MAX, "cuda add_layer_norm: too many rows");
+  cuda::launch(*impl_, op, cuda::add_layer_norm_kernel, dim3(static_cast<unsigned>(N)), dim3(cuda::norm_threads(C)),
+               0, cuda::f32_of(x, op, "x"), cuda::f32_of(u, op, "u"),
+               scale ? cuda::f32_of(*scale, op, "scale") : nullptr, cuda::f32_of(w, op, "weight"),
+               cuda::f32_of(b, op, "bias"), eps, cuda::f32_of(y, op, "output"), C);
 }
 
 }  // namespace moshi
