@@ -4,7 +4,9 @@
 #   2. nvidia-smi -L (informational),
 #   3. the Cuda* unit tests: every op against the CPU backend, golden cases through the library,
 #   4. `moshi-rt verify --device cuda` on every golden case folder (kind mimi or lm) under
-#      ${MOSHI_GOLDEN_DIR:-../shared/golden} and ./golden (a copy that travels with the repo).
+#      ${MOSHI_GOLDEN_DIR:-../shared/golden} and ./golden (a copy that travels with the repo),
+#   5. end to end: `compare` cpu:f32 vs cuda:f32 on synthetic:tiny must agree, and two seeded
+#      `run --device cuda` must write identical audio.
 # Exits non-zero on any failure, on tests skipped for want of a device, or if no CUDA test ran.
 #   MOSHI_CUDA_SYNC=1   synchronise after every kernel, so a fault names the op that raised it
 #   CMAKE_CUDA_ARCHITECTURES=..  build for other GPUs than Hopper (default 90a)
@@ -105,6 +107,26 @@ for root in ${roots[@]+"${roots[@]}"}; do
   done
 done
 
+echo "== end to end on cuda (synthetic:tiny, assets/hello.wav)"
+e2e_fail=0
+tmp=$(mktemp -d)
+# The whole pipeline (Mimi, LM with sampling on the GPU, recorded stages) against the CPU oracle.
+if ! ./"$build"/moshi-rt compare --input assets/hello.wav --model synthetic:tiny --a cpu:f32 --b cuda:f32; then
+  echo "FAIL: compare cpu:f32 vs cuda:f32 disagrees"
+  e2e_fail=1
+fi
+# Same inputs and seed give the same bytes on the GPU too.
+for i in 1 2; do
+  ./"$build"/moshi-rt run --device cuda --model synthetic:tiny --input assets/hello.wav -o "$tmp/out$i.wav" \
+    --seed 3 >"$tmp/run$i.log" 2>&1 || { cat "$tmp/run$i.log"; echo "FAIL: run --device cuda"; e2e_fail=1; }
+done
+if [ "$e2e_fail" -eq 0 ] && ! cmp -s "$tmp/out1.wav" "$tmp/out2.wav"; then
+  echo "FAIL: two seeded runs on cuda wrote different audio"
+  e2e_fail=1
+fi
+[ "$e2e_fail" -eq 0 ] && echo "end to end: compare agrees, seeded runs identical"
+rm -rf "$tmp"
+
 echo "== summary"
 echo "unit tests: $ran passed, $failed failed, $skipped skipped ($nodev for want of a device)"
 echo "golden verify on cuda: $vpass passed, $vfail failed (roots: ${roots[*]:-none})"
@@ -121,7 +143,7 @@ if [ "$ran" -eq 0 ]; then
   echo "FAIL: no CUDA test ran"
   status=1
 fi
-if [ "$vfail" -ne 0 ]; then
+if [ "$vfail" -ne 0 ] || [ "$e2e_fail" -ne 0 ]; then
   status=1
 fi
 if [ $((vpass + vfail)) -eq 0 ]; then
