@@ -246,6 +246,76 @@ std::vector<std::pair<std::string, std::pair<double, Check>>> checks() {
     }
     return std::max(err, max_diff(host(be, r), res));
   }}});
+  c.push_back({"sampling (greedy, top-k)", {0, [](Backend& be, std::string* d) {
+    const int64_t B = 3, V = 2048;
+    *d = "3 rows of 2048 logits, greedy and top-250 at temperature 0.8, fraction of tokens unlike the host's";
+    auto l = rnd(B * V, 17, 4.f);
+    const Tensor logits = dev(be, l, {B, V});
+    Tensor tok = be.empty(DType::I64, {B, 2});
+    int64_t differ = 0, draws = 0;
+    for (const SamplingParams& p : {SamplingParams{false, 0.8f, 250}, SamplingParams{true, 0.8f, 250}})
+      for (int step = 0; step < 4; ++step) {
+        const std::vector<int64_t> steps(B, step);
+        be.sample(logits, p, 7, steps, 2, tok, 1);
+        std::vector<int64_t> got(B * 2);
+        be.download(tok, got.data());
+        for (int64_t b = 0; b < B; ++b, ++draws)
+          differ += got[b * 2 + 1] != sample_token(l.data() + b * V, V, p, 7, b, step, 2);
+      }
+    return static_cast<double>(differ) / draws;
+  }}});
+  c.push_back({"embedding of device ids", {0, [](Backend& be, std::string* d) {
+    const int64_t V = 50, D = 64;
+    *d = "column 1 of a [3, 2] id tensor against host ids";
+    const Tensor table = be.prepare_embedding(host_tensor(rnd(V * D, 18), {V, D}));
+    const std::vector<int64_t> ids = {0, 7, 1, -1, 2, 49};
+    Tensor dids = be.empty(DType::I64, {3, 2});
+    be.upload(dids, ids.data());
+    Tensor a = be.empty(DType::F32, {3, D}), b = be.empty(DType::F32, {3, D});
+    be.embedding_from(table, dids, 1, a, false);
+    be.embedding(table, {7, -1, 49}, b, false);
+    return max_diff(host(be, a), host(be, b));
+  }}});
+  c.push_back({"fused rope + cache write, add + norm", {1e-5, [](Backend& be, std::string* d) {
+    const int H = 4, D = 64, cap = 8, T = 3;
+    const AttnShape sh{H, H, D};
+    *d = "each fused op against the ops it stands for, on the same device";
+    const auto qkv = rnd(T * sh.row(), 19);
+    std::vector<int64_t> pos = {5, 6, 7}, lo = {0, 0, 0};
+    double err = 0;
+    std::vector<float> outs[2];
+    for (int fused = 0; fused < 2; ++fused) {
+      KvCache kc = be.new_kv_cache(DType::F32, 1, cap, H, D);
+      Tensor q = dev(be, qkv, {T, sh.row()}), out = be.empty(DType::F32, {T, H * D});
+      if (fused) {
+        be.rope_kv_write(q, kc, sh, true, 10000.f, false, 1, pos);
+      } else {
+        be.rope(q, sh, 10000.f, false, pos);
+        be.kv_write(kc, q, sh, 1, pos);
+      }
+      be.attention(q, kc, sh, 1, pos, lo, out);
+      outs[fused] = host(be, out);
+    }
+    err = max_diff(outs[0], outs[1]);
+    const int64_t C = 256;
+    const auto x = rnd(2 * C, 20), u = rnd(2 * C, 21), w = rnd(C, 22), b = rnd(C, 23);
+    const Tensor tw = be.prepare_vector(host_tensor(w, {C})), tb = be.prepare_vector(host_tensor(b, {C}));
+    for (const bool rms : {true, false}) {
+      Tensor x1 = dev(be, x, {2, C}), x2 = dev(be, x, {2, C}), uu = dev(be, u, {2, C});
+      Tensor y1 = be.empty(DType::F32, {2, C}), y2 = be.empty(DType::F32, {2, C});
+      if (rms) {
+        be.add_rms_norm(x1, uu, &tw, tw, 1e-6f, y1);
+        be.add_scaled(x2, uu, &tw);
+        be.rms_norm(x2, tw, 1e-6f, y2);
+      } else {
+        be.add_layer_norm(x1, uu, nullptr, tw, tb, 1e-5f, y1);
+        be.add_scaled(x2, uu, nullptr);
+        be.layer_norm(x2, tw, tb, 1e-5f, y2);
+      }
+      err = std::max({err, max_diff(host(be, x1), host(be, x2)), max_diff(host(be, y1), host(be, y2))});
+    }
+    return err;
+  }}});
   return c;
 }
 
