@@ -38,6 +38,11 @@ class Mimi {
   // Arithmetic one code frame costs (2 flops per multiply-add), from the architecture.
   double encode_flops_per_frame() const;
   double decode_flops_per_frame() const;
+  // Bytes of all weights (f32 as held); encode + decode of a frame read at most this much.
+  double weight_bytes() const;
+  // Read bandwidth of the memory the weights live in (GB/s), measured now: the device's for a
+  // GPU, main memory (with the codec's threads) for the CPU.
+  double measure_read_bandwidth_gbps() const;
 
   // Streaming coders over `batch` independent streams.
   MimiEncoder encoder(int batch = 1) const;

@@ -1,6 +1,8 @@
+#include <algorithm>
 #include <cstring>
 
 #include "api/mimi_impl.h"
+#include "moshi/system.h"
 #include "core/error.h"
 #include "weights/weight_source.h"
 
@@ -45,6 +47,14 @@ std::string Mimi::describe() const {
 double Mimi::encode_flops_per_frame() const {
   return mimi_encode_flops_per_frame(impl_->model->config(), impl_->num_codebooks);
 }
+double Mimi::weight_bytes() const { return impl_->model->weight_bytes(); }
+
+double Mimi::measure_read_bandwidth_gbps() const {
+  Backend& be = impl_->model->backend();
+  if (be.device() == Device::CPU) return moshi::measure_read_bandwidth_gbps(std::max(1, be.threads()));
+  return be.measure_read_bandwidth_gbps();
+}
+
 double Mimi::decode_flops_per_frame() const {
   return mimi_decode_flops_per_frame(impl_->model->config(), impl_->num_codebooks);
 }

@@ -62,6 +62,7 @@ std::shared_ptr<const MimiModel> MimiModel::load(const WeightSource& src, const 
     m->upsample_.load(wb, be, "upsample.convtr.convtr.convtr", ConvSpec{C, C, 2 * s, s, 1, C, false, false});
   }
   m->quantizer_.load(wb, be, cfg.quantizer);
+  m->weight_bytes_ = static_cast<double>(wb.elements_taken()) * sizeof(float);
   return m;
 }
 

@@ -16,6 +16,9 @@ class MimiModel {
   static std::shared_ptr<const MimiModel> load(const WeightSource& src, const MimiConfig& cfg,
                                                std::shared_ptr<Backend> backend);
   const MimiConfig& config() const { return cfg_; }
+  // Bytes of all its weights as the backends keep them (f32): what encoding and decoding one
+  // frame read at most (codebooks past the ones used are not read).
+  double weight_bytes() const { return weight_bytes_; }
   Backend& backend() const { return *be_; }
   int frame_size() const { return cfg_.frame_size(); }
 
@@ -62,6 +65,7 @@ class MimiModel {
     void forward(Backend& be, Tensor& rows, int T, Transformer::State& st, int group, Workspace& ws) const;
   };
   MimiConfig cfg_;
+  double weight_bytes_ = 0;
   std::shared_ptr<Backend> be_;
   Seanet encoder_, decoder_;
   Projected enc_tr_, dec_tr_;

@@ -112,9 +112,13 @@ Tensor WeightBinder::take(const std::vector<std::string>& names, const Shape& sh
                 ", expected ", shape_str(shape));
     MOSHI_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::BF16 || t.dtype() == DType::F16, src_.describe(),
                 ": tensor '", n, "' has dtype ", dtype_name(t.dtype()), ", expected a float type");
+    taken_ += t.numel();
     return t;
   }
-  if (src_.synthesize(names[0], shape, synth, &t)) return t;
+  if (src_.synthesize(names[0], shape, synth, &t)) {
+    taken_ += t.numel();
+    return t;
+  }
   std::string alts;
   for (size_t i = 1; i < names.size(); ++i) alts += (i == 1 ? " (or '" : ", '") + names[i] + "'";
   if (!alts.empty()) alts += ")";

@@ -106,9 +106,11 @@ class WeightBinder {
   }
   bool has(const std::string& name) const;
   const WeightSource& source() const { return src_; }
+  int64_t elements_taken() const { return taken_; }  // over every take so far
 
  private:
   const WeightSource& src_;
+  int64_t taken_ = 0;
 };
 
 }  // namespace moshi

@@ -93,10 +93,11 @@ int bench_mimi(int argc, char** argv) {
     }
   }
   const Stats se = summarize(te, first_e), sd = summarize(td, first_d);
-  // Weight streaming bounds this codec on CPU: report the memory bandwidth of this very run.
-  const int bw_threads = o.threads > 0 ? o.threads : static_cast<int>(std::thread::hardware_concurrency());
-  const double bw = o.device == "cpu" ? moshi::measure_read_bandwidth_gbps(std::max(1, bw_threads)) : 0.0;
+  // Weight streaming bounds this codec on CPU: report the memory bandwidth of this very run (the
+  // GPU's on a GPU) and the weight bytes a frame reads per second against it.
+  const double bw = m.measure_read_bandwidth_gbps();
   const double per_frame = se.median + sd.median;
+  const double weight_gb = m.weight_bytes() / 1e9, weights_gbps = weight_gb / (per_frame / 1000);
   const double rtf = B * frame_ms / per_frame;
   const double gflops = B * (m.encode_flops_per_frame() + m.decode_flops_per_frame()) / (per_frame * 1e6);
   if (a.flag("json")) {
@@ -105,9 +106,11 @@ int bench_mimi(int argc, char** argv) {
         "\"frames\":%d,\"frame_ms\":%.1f,"
         "\"mimi_encode_ms\":{\"median\":%.3f,\"p90\":%.3f,\"first\":%.3f},"
         "\"mimi_decode_ms\":{\"median\":%.3f,\"p90\":%.3f,\"first\":%.3f},"
-        "\"real_time_factor\":%.2f,\"gflop_per_frame\":%.3f,\"gflops\":%.1f,\"mem_read_gbps\":%.1f}\n",
+        "\"real_time_factor\":%.2f,\"gflop_per_frame\":%.3f,\"gflops\":%.1f,\"weight_gb_per_frame\":%.3f,"
+        "\"weights_gbps\":%.1f,\"mem_read_gbps\":%.1f,\"bandwidth_fraction\":%.2f}\n",
         moshi::machine_description().c_str(), a.str("mimi").c_str(), o.device.c_str(), o.threads, B, K, frames, frame_ms, se.median, se.p90, se.first,
-        sd.median, sd.p90, sd.first, rtf, (m.encode_flops_per_frame() + m.decode_flops_per_frame()) / 1e9, gflops, bw);
+        sd.median, sd.p90, sd.first, rtf, (m.encode_flops_per_frame() + m.decode_flops_per_frame()) / 1e9, gflops,
+        weight_gb, weights_gbps, bw, bw > 0 ? weights_gbps / bw : 0.0);
   } else {
     std::printf("mimi bench on %s: %s, batch %d, %d codebooks, %d frames after %d warm-up\n", moshi::machine_description().c_str(),
                 m.describe().c_str(), B, K, frames, warmup);
@@ -115,7 +118,8 @@ int bench_mimi(int argc, char** argv) {
     std::printf("  %-8s %9.3f %9.3f %9.3f\n", "encode", se.median, se.p90, se.first);
     std::printf("  %-8s %9.3f %9.3f %9.3f\n", "decode", sd.median, sd.p90, sd.first);
     std::printf("  real-time factor %.2fx (encode + decode), %.1f GFLOP/s\n", rtf, gflops);
-    if (bw > 0) std::printf("  memory read bandwidth measured in this run: %.1f GB/s\n", bw);
+    std::printf("  weights: %.3f GB per frame (at most) -> %.1f GB/s; memory read bandwidth in this run %.1f GB/s\n",
+                weight_gb, weights_gbps, bw);
   }
   return 0;
 }
