@@ -150,6 +150,54 @@ TEST(LmGen, UnlimitedContextStreamsManySteps) {
   EXPECT_EQ(run(a, 40, 0), run(b, 40, 0));
 }
 
+TEST(LmGen, SkipContextMovesStreamsOnAndFailsLoudlyPastTheRing) {
+  GenParams p;
+  p.seed = 4;
+  LmGen g(tiny_model(), 2, p);
+  g.skip_context(60);  // past the tiny model's 50-step context: the window is full from here
+  EXPECT_EQ(g.offset(0), 60);
+  EXPECT_EQ(g.offset(1), 60);
+  const auto frames = run(g, 4, 0);
+  // The skipped steps generated nothing: frames come once the delays have passed over real
+  // steps, and a returned frame is whole.
+  EXPECT_EQ(frames[0][0], -2);
+  EXPECT_GE(frames.back()[0], 0);
+  for (const auto& f : frames)
+    for (size_t b = 0; b < 2; ++b) {
+      const size_t G = f.size() / 2;
+      const bool some = f[b * G] >= 0;
+      for (size_t k = 0; k < G; ++k) EXPECT_EQ(f[b * G + k] >= 0, some);
+    }
+  EXPECT_EQ(g.offset(1), 64);
+  EXPECT_THROW(g.skip_context(-1), Error);
+  // Without a context limit the ring holds 4096 steps; a stream skipped past it cannot attend
+  // over its window, and says so rather than forgetting silently.
+  LmConfig cfg = parse_lm_config(R"({"dim": 32, "num_heads": 2, "num_layers": 1, "hidden_scale": 2,
+      "gating": "silu", "norm": "rms_norm_f32", "positional_embedding": "rope", "n_q": 2, "dep_q": 1,
+      "card": 2048, "text_card": 20, "delays": [0, 1, 0], "depformer_dim": 16, "depformer_num_heads": 2})",
+                                 "unlimited");
+  SyntheticSource src(2);
+  LmGen u(LmModel::load(src, cfg, make_backend({"cpu", 1})), 1, p);
+  u.skip_context(5000);
+  EXPECT_THROW(run(u, 1, 0), Error);
+}
+
+TEST(BenchLm, BatchAndContextListsGiveOneRunEach) {
+  auto r = testutil::run_cli("bench lm --model synthetic:tiny --batch 1,2 --context fresh,full --steps 1 --warmup 0 --json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  size_t runs = 0;
+  for (size_t at = r.out.find("\"batch\":"); at != std::string::npos; at = r.out.find("\"batch\":", at + 1)) ++runs;
+  EXPECT_EQ(runs, 4u) << r.out;
+  EXPECT_NE(r.out.find("\"context\":\"full\",\"context_steps\":50"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"issue_ms\":{\"median\""), std::string::npos) << r.out;
+  for (const char* bad : {"--batch 1,x", "--batch 0", "--batch ,", "--context half", "--context fresh,"}) {
+    r = testutil::run_cli(std::string("bench lm --model synthetic:tiny --steps 1 ") + bad);
+    EXPECT_NE(r.status, 0) << bad;
+    EXPECT_NE(r.err.find("error:"), std::string::npos) << bad << ": " << r.err;
+    EXPECT_EQ(r.out.find("\"bench\""), std::string::npos) << bad;
+  }
+}
+
 TEST(LmGen, ThreadCountsGiveTheSameTokens) {
   GenParams p;
   p.seed = 3;

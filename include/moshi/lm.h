@@ -75,7 +75,8 @@ class LmGenerator {
   void reset(int stream);
   // Moves every stream `steps` steps on without computing them, as if that much context (all
   // zeros) had been seen: the next steps attend over it. For timing long conversations without
-  // running them; what follows continues nothing meaningful.
+  // running them; what follows continues nothing meaningful. Frames come again (ready) once the
+  // delays have passed over computed steps.
   void skip_context(int64_t steps);
   int batch() const;
   LmStepTimings last_timings() const;

@@ -113,13 +113,17 @@ void LmGen::step(const std::vector<int64_t>& user, int n_user, std::vector<int64
     cache(b, 0, s % CT_) = text[b];
     for (int k = 0; k < c.dep_q; ++k) cache(b, 1 + k, s % CT_) = audio[static_cast<size_t>(b) * c.dep_q + k];
   }
-  // 7. Return one undelayed frame once the largest delay has elapsed.
+  // 7. Return one undelayed frame once the largest delay has elapsed and all of it was generated
+  // (after skip_context, the skipped steps' tokens never were).
   const int max_delay = c.max_delay();
   out.assign(static_cast<size_t>(B) * G, kUngenerated);
   ready.assign(B, 0);
   for (int b = 0; b < B; ++b) {
     const int64_t s = offsets_[b];
     if (s <= max_delay) continue;
+    bool whole = true;
+    for (int k = 0; k < G; ++k) whole = whole && cache(b, k, (s - max_delay + d[k]) % CT_) != kUngenerated;
+    if (!whole) continue;
     ready[b] = 1;
     for (int k = 0; k < G; ++k) out[static_cast<size_t>(b) * G + k] = cache(b, k, (s - max_delay + d[k]) % CT_);
   }
