@@ -130,19 +130,27 @@ std::string stats_json(const Stats& s) {
   return buf;
 }
 
-// "1,8,32" -> {1, 8, 32}; each in [1, 4096].
-std::vector<int> parse_batches(const std::string& list) {
-  std::vector<int> out;
+// "a,b,c" -> {"a", "b", "c"} (empty items kept, so that "1," is refused by the caller).
+std::vector<std::string> split_list(const std::string& list) {
+  std::vector<std::string> out;
   size_t p = 0;
   while (p <= list.size()) {
     const size_t q = std::min(list.find(',', p), list.size());
-    const std::string item = list.substr(p, q - p);
+    out.push_back(list.substr(p, q - p));
+    p = q + 1;
+  }
+  return out;
+}
+
+// "1,8,32" -> {1, 8, 32}; each in [1, 4096].
+std::vector<int> parse_batches(const std::string& list) {
+  std::vector<int> out;
+  for (const std::string& item : split_list(list)) {
     char* end = nullptr;
     const long v = std::strtol(item.c_str(), &end, 10);
     if (item.empty() || *end != '\0' || v < 1 || v > 4096)
       throw moshi::Error("--batch: '" + item + "' is not a batch size in [1, 4096] (a list such as 1,8,32)");
     out.push_back(static_cast<int>(v));
-    p = q + 1;
   }
   return out;
 }
@@ -185,18 +193,9 @@ int bench_lm(int argc, char** argv) {
     std::fclose(f);
   }
   const std::vector<int> batches = parse_batches(a.str("batch"));
-  std::vector<std::string> contexts;
-  {
-    const std::string list = a.str("context");
-    size_t p = 0;
-    while (p <= list.size()) {
-      const size_t q = std::min(list.find(',', p), list.size());
-      const std::string c = list.substr(p, q - p);
-      if (c != "fresh" && c != "full") throw moshi::Error("--context: '" + c + "' is not fresh or full");
-      contexts.push_back(c);
-      p = q + 1;
-    }
-  }
+  const std::vector<std::string> contexts = split_list(a.str("context"));
+  for (const std::string& c : contexts)
+    if (c != "fresh" && c != "full") throw moshi::Error("--context: '" + c + "' is not fresh or full");
   const int steps = a.integer("steps", 1, 100000), warmup = a.integer("warmup", 0, 100000);
   std::fprintf(stderr, "loading %s ...\n", a.str("model").c_str());
   auto t0 = std::chrono::steady_clock::now();
