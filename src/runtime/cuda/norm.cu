@@ -42,19 +42,27 @@ __global__ void rms_norm_kernel(const float* x, const float* __restrict__ alpha,
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) o[c] = r[c] * (alpha[c] * inv);
 }
 
+// This thread's share of one row: r += scale ⊙ u (as add_scaled_kernel), returning the sum of
+// the new values (SQUARES: of their squares) over the elements it touched.
+template <bool SQUARES>
+__device__ __forceinline__ float add_residual_row(float* r, const float* u, const float* __restrict__ scale,
+                                                  int64_t C) {
+  float s = 0.f;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    const float v = r[c] + (scale ? scale[c] * u[c] : u[c]);
+    r[c] = v;
+    s += SQUARES ? v * v : v;
+  }
+  return s;
+}
+
 // x += scale ⊙ u (scale may be null), then y = rms_norm(x): the sum and the statistics as in
 // add_scaled_kernel and rms_norm_kernel, so the result is the same as the two ops'.
 __global__ void add_rms_norm_kernel(float* x, const float* u, const float* __restrict__ scale,
                                     const float* __restrict__ alpha, float eps, float* y, int64_t C) {
   __shared__ float red[32];
   float* r = x + blockIdx.x * C;
-  const float* ur = u + blockIdx.x * C;
-  float s = 0.f;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-    const float v = r[c] + (scale ? scale[c] * ur[c] : ur[c]);
-    r[c] = v;
-    s += v * v;
-  }
+  const float s = add_residual_row<true>(r, u + blockIdx.x * C, scale, C);
   const float inv = 1.f / sqrtf(block_sum(s, red) / static_cast<float>(C) + eps);
   float* o = y + blockIdx.x * C;
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) o[c] = r[c] * (alpha[c] * inv);
@@ -67,13 +75,7 @@ __global__ void add_layer_norm_kernel(float* x, const float* u, const float* __r
                                       int64_t C) {
   __shared__ float red[32];
   float* r = x + blockIdx.x * C;
-  const float* ur = u + blockIdx.x * C;
-  float s = 0.f;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-    const float v = r[c] + (scale ? scale[c] * ur[c] : ur[c]);
-    r[c] = v;
-    s += v;
-  }
+  const float s = add_residual_row<false>(r, u + blockIdx.x * C, scale, C);
   const float mean = block_sum(s, red) / static_cast<float>(C);
   float var = 0.f;
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
