@@ -29,6 +29,7 @@ constexpr int64_t kMinKeysPerSplit = 128;
 __global__ void rope_kernel(float* __restrict__ qkv, const int64_t* __restrict__ pos, const float* __restrict__ freqs,
                             int64_t rows, int64_t R, int64_t heads_qk, int64_t D, int64_t half, int64_t im_off,
                             int64_t stride) {
+  pdl_trigger();
   MOSHI_GRID_STRIDE(k, rows * heads_qk * half) {
     const int64_t i = k % half, h = (k / half) % heads_qk, r = k / (half * heads_qk);
     const float a = freqs[i] * static_cast<float>(pos[r]), c = cosf(a), s = sinf(a);
@@ -48,6 +49,7 @@ __global__ void rope_kv_write_kernel(float* __restrict__ qkv, TC* __restrict__ k
                                      int64_t rows, int64_t T, int64_t R, int heads, int64_t heads_qk, int64_t D,
                                      int64_t half, int64_t im_off, int64_t stride, int64_t QD, int64_t KD,
                                      int64_t cap) {
+  pdl_trigger();
   const int64_t n_rot = rows * heads_qk * half;
   MOSHI_GRID_STRIDE(k, n_rot + rows * KD) {
     if (k < n_rot) {
@@ -80,6 +82,7 @@ template <typename TC>
 __global__ void kv_write_kernel(const float* __restrict__ qkv, TC* __restrict__ kc, TC* __restrict__ vc,
                                 const int64_t* __restrict__ pos, int64_t rows, int64_t T, int64_t R, int64_t QD,
                                 int64_t KD, int64_t D, int64_t cap) {
+  pdl_trigger();
   MOSHI_GRID_STRIDE(k, rows * KD) {
     const int64_t e = k % KD, r = k / KD, b = r / T, slot = pos[r] % cap, KH = KD / D;
     const float* row = qkv + r * R;
@@ -143,6 +146,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
                      const int64_t* __restrict__ pos, const int64_t* __restrict__ lo, int64_t T, int H, int rep,
                      int D, int64_t R, int64_t KD, int64_t cap, float scale, int splits,
                      float* __restrict__ out, float* __restrict__ part) {
+  pdl_trigger();
   __shared__ float sm_m[kAttnWarps], sm_l[kAttnWarps];
   __shared__ float sm_acc[kAttnWarps][EPL * 32];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -256,6 +260,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
 
 __global__ void attention_combine_kernel(const float* __restrict__ part, float* __restrict__ out, int H, int D,
                                          int splits) {
+  pdl_trigger();
   const int64_t r = blockIdx.x;
   const int h = blockIdx.y;
   const float* pr = part + (r * H + h) * splits * static_cast<int64_t>(D + 2);

@@ -96,6 +96,7 @@ struct Impl {
   Scratch scratch[kSlots];
   std::vector<int64_t> host_args;       // staging for host vectors
   std::map<std::string, Tensor> tables;  // small constant tables (rope frequencies, ...) by key
+  std::map<const void*, int> resident;   // blocks of a kernel one SM holds at once, by kernel
   void* blas_workspace = nullptr;        // given to cuBLAS so that it never allocates in a graph
 
   // MOSHI_PROFILE_OPS=1: every launch is timed alone between two events and waited for (slow,
@@ -104,6 +105,9 @@ struct Impl {
   cudaEvent_t prof_a = nullptr, prof_b = nullptr;
   void profile_launch_begin(const char* op);
   void profile_launch_end(const char* op);
+  // Programmatic dependent launch for launch_early() (compute capability 9.0+, not profiling or
+  // syncing each op; MOSHI_CUDA_PDL=0 turns it off).
+  bool pdl = false;
   bool graphs = true;  // MOSHI_CUDA_GRAPHS=0 (or MOSHI_CUDA_SYNC=1) runs every stage eagerly
   std::map<int, Stage> stages;
   int next_stage = 1;
@@ -178,6 +182,65 @@ void launch(Impl& im, const char* op, void (*kernel)(KArgs...), dim3 grid, dim3 
   if (im.profile) im.profile_launch_end(op);
 }
 
+// As launch(), for kernels that call pdl_wait() before touching anything an earlier op wrote:
+// they may start (and fetch their weights) while the previous kernel finishes. Plain launch()
+// where the GPU or the configuration (MOSHI_CUDA_PDL=0) has no programmatic dependent launch.
+template <typename... KArgs, typename... Args>
+void launch_early(Impl& im, const char* op, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
+                  Args... args) {
+  if (!im.pdl) return launch(im, op, kernel, grid, block, smem, args...);
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0) return;
+  im.note(reinterpret_cast<uintptr_t>(kernel) ^ (static_cast<uint64_t>(grid.x) << 20) ^
+          (static_cast<uint64_t>(grid.y) << 40) ^ (static_cast<uint64_t>(grid.z) << 50) ^ block.x ^ smem ^ 0x9d1u);
+  if (!im.live()) return;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = im.stream;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  MOSHI_CUDA_CHECK(op, cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...));
+  im.after_launch(op);
+}
+
+// Blocks of `kernel` (with `threads` threads and `smem` bytes of dynamic shared memory) that one
+// SM holds at once (asked of the runtime once per kernel).
+template <typename... KArgs>
+int blocks_per_sm(Impl& im, void (*kernel)(KArgs...), int threads, size_t smem, const char* op) {
+  const void* key = reinterpret_cast<const void*>(kernel);
+  auto it = im.resident.find(key);
+  if (it != im.resident.end()) return it->second;
+  int n = 0;
+  MOSHI_CUDA_CHECK(op, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, smem));
+  return im.resident[key] = n > 0 ? n : 1;
+}
+
+// How many ways to split the reduction of a streaming product whose blocks each take 1/ks of
+// the reduction (ks a power of 2 in [min_ks, max_ks]): the split that keeps the most SMs
+// busy over the whole run, counting the idle tail of the last partial wave (resident = blocks
+// one SM holds at ks = 1's launch shape: the block's shape does not depend on ks). Ties go to the
+// smaller split, which sums fewer partial results.
+inline int wave_split(const Impl& im, int64_t blocks_at_1, int resident, int min_ks, int max_ks) {
+  const double capacity = static_cast<double>(im.sms) * resident;
+  if (min_ks > max_ks) min_ks = max_ks;
+  int best = min_ks;
+  double best_score = -1.0;
+  for (int ks = min_ks; ks <= max_ks; ks *= 2) {
+    const double waves = static_cast<double>(blocks_at_1) * ks / capacity;
+    const double busy = waves < 1.0 ? waves : waves / static_cast<double>(static_cast<int64_t>(waves + 0.999999));
+    const double score = busy - 0.02 * __builtin_ctz(static_cast<unsigned>(ks));
+    if (score > best_score + 1e-9) {
+      best_score = score;
+      best = ks;
+    }
+  }
+  return best;
+}
+
 // Blocks for a grid-stride loop over n items (capped: each thread then takes several).
 inline unsigned grid_for(const Impl& im, int64_t n, int threads = 256) {
   const int64_t want = (n + threads - 1) / threads, cap = static_cast<int64_t>(im.sms) * 32;
@@ -233,6 +296,33 @@ __device__ __forceinline__ uint4 ld_stream(const uint4* p) {
       : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
       : "l"(p));
   return v;
+}
+
+// The same, kept before any later volatile asm (pdl_wait): weights a kernel fetches while the
+// kernel before it is still running.
+__device__ __forceinline__ uint4 ld_stream_early(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+// Programmatic dependent launch (sm_90 and later; nothing on older GPUs). A kernel started with
+// launch_early() may begin while the kernel before it on the stream is still running, once every
+// block of that kernel has called pdl_trigger(): it may read only weights (nothing an earlier op
+// writes) until pdl_wait(), which returns when the kernels before it have finished and their
+// writes are visible. Kernels started by launch() wait as usual, so pdl_trigger() costs them
+// nothing.
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
 }
 
 __device__ __forceinline__ float warp_sum(float v) {

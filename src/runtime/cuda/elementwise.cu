@@ -24,10 +24,12 @@ __device__ __forceinline__ float apply_act(float v, Act a) {
 }
 
 __global__ void act_kernel(const float* x, float* y, int64_t n, Act a) {
+  pdl_trigger();
   MOSHI_GRID_STRIDE(i, n) y[i] = apply_act(x[i], a);
 }
 
 __global__ void gated_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t N, int64_t H, Act a) {
+  pdl_trigger();
   MOSHI_GRID_STRIDE(i, N * H) {
     const int64_t n = i / H, h = i % H;
     y[i] = apply_act(x[n * 2 * H + h], a) * x[n * 2 * H + H + h];
@@ -35,10 +37,12 @@ __global__ void gated_kernel(const float* __restrict__ x, float* __restrict__ y,
 }
 
 __global__ void add_kernel(const float* a, const float* b, float* y, int64_t n) {
+  pdl_trigger();
   MOSHI_GRID_STRIDE(i, n) y[i] = a[i] + b[i];
 }
 
 __global__ void add_scaled_kernel(float* x, const float* u, const float* __restrict__ scale, int64_t n, int64_t C) {
+  pdl_trigger();
   MOSHI_GRID_STRIDE(i, n) x[i] += scale ? scale[i % C] * u[i] : u[i];
 }
 
@@ -63,6 +67,7 @@ __global__ void transpose_kernel(const float* __restrict__ in, float* __restrict
 // x[n, i] += scale·cos(p / div[i]), x[n, half + i] += scale·sin(p / div[i]).
 __global__ void sin_embedding_kernel(float* __restrict__ x, const int64_t* __restrict__ pos,
                                      const float* __restrict__ div, int64_t N, int64_t C, int64_t half, float scale) {
+  pdl_trigger();
   MOSHI_GRID_STRIDE(k, N * half) {
     const int64_t n = k / half, i = k % half;
     const float phase = static_cast<float>(pos[n]) / div[i];

@@ -12,6 +12,7 @@ namespace {
 template <typename TT>
 __global__ void embedding_kernel(const TT* __restrict__ table, const int64_t* __restrict__ ids, int64_t S,
                                  float* __restrict__ out, int64_t N, int64_t V, int64_t D, bool accumulate) {
+  pdl_trigger();
   MOSHI_GRID_STRIDE(i, N * D) {
     const int64_t n = i / D, d = i % D, id = min(ids[n * S], V - 1);
     const float base = accumulate ? out[i] : 0.f;

@@ -153,6 +153,8 @@ CudaBackend::CudaBackend(int device_index) : impl_(std::make_unique<Impl>()) {
   // Profiling times each kernel alone, which recorded stages would hide.
   im.profile = op_profile_enabled();
   im.graphs = !im.sync_each && !im.profile && !(graphs && std::strcmp(graphs, "0") == 0);
+  const char* pdl = std::getenv("MOSHI_CUDA_PDL");
+  im.pdl = prop.major >= 9 && !im.sync_each && !im.profile && !(pdl && std::strcmp(pdl, "0") == 0);
   // f32 products stay f32: no TF32 (the results are compared with the CPU's).
   MOSHI_CUDA_CHECK("cuBLAS init", cublasSetMathMode(im.blas, CUBLAS_DEFAULT_MATH));
 }

@@ -71,13 +71,24 @@ __global__ void __launch_bounds__(kThreads) mma_gemm_kernel(const float* __restr
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[j][e] = 0.f;
 
-  for (int64_t c = c_begin; c < c_end; c += kChunksInFlight) {
-    uint4 va[kChunksInFlight], vb[kChunksInFlight];
+  pdl_trigger();
+  // The first weights are loaded before waiting for the previous kernel (it never writes them).
+  uint4 va[kChunksInFlight], vb[kChunksInFlight];
 #pragma unroll
-    for (int u = 0; u < kChunksInFlight; ++u) {
-      const bool ok = c + u < c_end;
-      va[u] = ok ? ld_stream(wa + (c + u) * 4) : make_uint4(0u, 0u, 0u, 0u);
-      vb[u] = ok ? ld_stream(wb + (c + u) * 4) : make_uint4(0u, 0u, 0u, 0u);
+  for (int u = 0; u < kChunksInFlight; ++u) {
+    const bool ok = c_begin + u < c_end;
+    va[u] = ok ? ld_stream_early(wa + (c_begin + u) * 4) : make_uint4(0u, 0u, 0u, 0u);
+    vb[u] = ok ? ld_stream_early(wb + (c_begin + u) * 4) : make_uint4(0u, 0u, 0u, 0u);
+  }
+  pdl_wait();
+  for (int64_t c = c_begin; c < c_end; c += kChunksInFlight) {
+    if (c != c_begin) {
+#pragma unroll
+      for (int u = 0; u < kChunksInFlight; ++u) {
+        const bool ok = c + u < c_end;
+        va[u] = ok ? ld_stream(wa + (c + u) * 4) : make_uint4(0u, 0u, 0u, 0u);
+        vb[u] = ok ? ld_stream(wb + (c + u) * 4) : make_uint4(0u, 0u, 0u, 0u);
+      }
     }
 #pragma unroll
     for (int u = 0; u < kChunksInFlight; ++u) {
@@ -131,13 +142,16 @@ template <int NT>
 void launch_mma(Impl& im, const float* x, int64_t N, const uint16_t* w, const float* bias, float* y, int64_t in,
                 int64_t out, const char* op) {
   const int64_t tiles = (out + 15) / 16, nchunks = in / 32;
-  // Split `in` over the warps of a block while there are too few row tiles for ~16 warps per SM,
-  // keeping several chunks in each slice.
-  const int64_t target = static_cast<int64_t>(im.sms) * 16;
-  int ks = 1;
-  while (ks < kWarps && tiles * ks < target && nchunks / (ks * 2) >= 2 * kChunksInFlight) ks *= 2;
+  // Split `in` over the warps of a block (keeping several chunks in each slice): far enough that
+  // a warp makes at most two rounds of loads where it can, then as far as fills the GPU's SMs
+  // best to the end.
+  int max_ks = 1, min_ks = 1;
+  while (max_ks < kWarps && nchunks / (max_ks * 2) >= 2 * kChunksInFlight) max_ks *= 2;
+  while (min_ks < max_ks && (nchunks + min_ks - 1) / min_ks > 2 * kChunksInFlight) min_ks *= 2;
+  const int ks = wave_split(im, (tiles + kWarps - 1) / kWarps,
+                            blocks_per_sm(im, mma_gemm_kernel<NT>, kThreads, 0, op), min_ks, max_ks);
   const int64_t groups = kWarps / ks, blocks = (tiles + groups - 1) / groups;
-  launch(im, op, mma_gemm_kernel<NT>, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, x, w, bias, y, N, in,
+  launch_early(im, op, mma_gemm_kernel<NT>, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, x, w, bias, y, N, in,
          out, ks);
 }
 

@@ -16,6 +16,7 @@ int norm_threads(int64_t C) {
 // x and y may be the same tensor: each thread reads its elements before writing them.
 __global__ void layer_norm_kernel(const float* x, const float* __restrict__ w, const float* __restrict__ b, float eps,
                                   float* y, int64_t C) {
+  pdl_trigger();
   __shared__ float red[32];
   const float* r = x + blockIdx.x * C;
   float s = 0.f;
@@ -33,6 +34,7 @@ __global__ void layer_norm_kernel(const float* x, const float* __restrict__ w, c
 }
 
 __global__ void rms_norm_kernel(const float* x, const float* __restrict__ alpha, float eps, float* y, int64_t C) {
+  pdl_trigger();
   __shared__ float red[32];
   const float* r = x + blockIdx.x * C;
   float s = 0.f;
@@ -60,6 +62,7 @@ __device__ __forceinline__ float add_residual_row(float* r, const float* u, cons
 // add_scaled_kernel and rms_norm_kernel, so the result is the same as the two ops'.
 __global__ void add_rms_norm_kernel(float* x, const float* u, const float* __restrict__ scale,
                                     const float* __restrict__ alpha, float eps, float* y, int64_t C) {
+  pdl_trigger();
   __shared__ float red[32];
   float* r = x + blockIdx.x * C;
   const float s = add_residual_row<true>(r, u + blockIdx.x * C, scale, C);
@@ -68,11 +71,49 @@ __global__ void add_rms_norm_kernel(float* x, const float* u, const float* __res
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) o[c] = r[c] * (alpha[c] * inv);
 }
 
+// add_rms_norm_kernel for rows of at most kHeld · blockDim.x values: each thread keeps its
+// values (and its weights, fetched before waiting for the previous kernel) in registers, so the
+// row is read once. Same sums in the same order as add_rms_norm_kernel.
+constexpr int kHeld = 4;
+__global__ void add_rms_norm_held_kernel(float* x, const float* u, const float* __restrict__ scale,
+                                         const float* __restrict__ alpha, float eps, float* y, int64_t C) {
+  pdl_trigger();
+  __shared__ float red[32];
+  float a[kHeld], sc[kHeld], v[kHeld];
+#pragma unroll
+  for (int k = 0; k < kHeld; ++k) {
+    const int64_t c = threadIdx.x + static_cast<int64_t>(k) * blockDim.x;
+    a[k] = c < C ? alpha[c] : 0.f;
+    sc[k] = c < C && scale ? scale[c] : 1.f;
+  }
+  pdl_wait();
+  float* r = x + blockIdx.x * C;
+  const float* ur = u + blockIdx.x * C;
+  float s = 0.f;
+#pragma unroll
+  for (int k = 0; k < kHeld; ++k) {
+    const int64_t c = threadIdx.x + static_cast<int64_t>(k) * blockDim.x;
+    if (c < C) {
+      v[k] = r[c] + (scale ? sc[k] * ur[c] : ur[c]);
+      r[c] = v[k];
+      s += v[k] * v[k];
+    }
+  }
+  const float inv = 1.f / sqrtf(block_sum(s, red) / static_cast<float>(C) + eps);
+  float* o = y + blockIdx.x * C;
+#pragma unroll
+  for (int k = 0; k < kHeld; ++k) {
+    const int64_t c = threadIdx.x + static_cast<int64_t>(k) * blockDim.x;
+    if (c < C) o[c] = v[k] * (a[k] * inv);
+  }
+}
+
 // x += scale ⊙ u (scale may be null), then y = layer_norm(x), as add_scaled_kernel then
 // layer_norm_kernel compute them.
 __global__ void add_layer_norm_kernel(float* x, const float* u, const float* __restrict__ scale,
                                       const float* __restrict__ w, const float* __restrict__ b, float eps, float* y,
                                       int64_t C) {
+  pdl_trigger();
   __shared__ float red[32];
   float* r = x + blockIdx.x * C;
   const float s = add_residual_row<false>(r, u + blockIdx.x * C, scale, C);
@@ -127,9 +168,18 @@ void CudaBackend::add_rms_norm(Tensor& x, const Tensor& u, const Tensor* scale, 
               "add_rms_norm: shapes x ", shape_str(x.shape()), " u ", shape_str(u.shape()), " alpha ",
               shape_str(alpha.shape()), " y ", shape_str(y.shape()));
   MOSHI_CHECK(N <= INT32_MAX, "cuda add_rms_norm: too many rows");
-  cuda::launch(*impl_, op, cuda::add_rms_norm_kernel, dim3(static_cast<unsigned>(N)), dim3(cuda::norm_threads(C)), 0,
-               cuda::f32_of(x, op, "x"), cuda::f32_of(u, op, "u"), scale ? cuda::f32_of(*scale, op, "scale") : nullptr,
-               cuda::f32_of(alpha, op, "alpha"), eps, cuda::f32_of(y, op, "output"), C);
+  const int threads = cuda::norm_threads(C);
+  float* px = cuda::f32_of(x, op, "x");
+  const float* pu = cuda::f32_of(u, op, "u");
+  const float* ps = scale ? cuda::f32_of(*scale, op, "scale") : nullptr;
+  const float* pa = cuda::f32_of(alpha, op, "alpha");
+  float* py = cuda::f32_of(y, op, "output");
+  if (C <= static_cast<int64_t>(cuda::kHeld) * threads)
+    cuda::launch_early(*impl_, op, cuda::add_rms_norm_held_kernel, dim3(static_cast<unsigned>(N)), dim3(threads), 0,
+                       px, pu, ps, pa, eps, py, C);
+  else
+    cuda::launch(*impl_, op, cuda::add_rms_norm_kernel, dim3(static_cast<unsigned>(N)), dim3(threads), 0, px, pu, ps,
+                 pa, eps, py, C);
 }
 
 }  // namespace moshi
