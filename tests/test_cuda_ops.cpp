@@ -186,6 +186,36 @@ TEST_F(CudaOps, LinearMatchesCpu) {
     }
 }
 
+// A gated feed-forward's first product with its activation (one kernel where the backend has
+// one) against the CPU's linear then gated_activation: the LM's shapes, and shapes that fall back
+// to the two ops (f32 weights, `in` not a multiple of 32, more than 64 rows).
+TEST_F(CudaOps, LinearGluMatchesCpu) {
+  struct S {
+    int64_t in, hidden;
+    DType dt;
+  };
+  const S shapes[] = {{4096, 11264, DType::BF16}, {1024, 2816, DType::BF16}, {64, 20, DType::BF16},
+                      {1024, 2816, DType::F32},   {40, 24, DType::BF16}};
+  const int64_t rows[] = {1, 2, 8, 13, 32, 40, 70};
+  uint64_t seed = 1500;
+  for (const S& s : shapes) {
+    Tensor wf = rand_t({2 * s.hidden, s.in}, seed++, 1.f / std::sqrt(static_cast<float>(s.in)));
+    const Tensor w = s.dt == DType::BF16 ? to_bf16(wf) : wf;
+    const Pair pw{C().prepare_linear(w), G().prepare_linear(w)};
+    for (int64_t N : rows)
+      for (Act act : {Act::Silu, Act::Gelu}) {
+        if (s.in * s.hidden > (int64_t{1} << 24) && N != 1 && N != 32) continue;  // keep the big ones quick
+        SCOPED_TRACE(testing::Message() << "N " << N << " in " << s.in << " hidden " << s.hidden << " "
+                                        << dtype_name(s.dt) << (act == Act::Silu ? " silu" : " gelu"));
+        const Pair x = both(rand_t({N, s.in}, seed++));
+        Pair t = zeros({N, 2 * s.hidden}), y = zeros({N, s.hidden});
+        C().linear_glu(x.c, pw.c, act, t.c, y.c);
+        G().linear_glu(x.g, pw.g, act, t.g, y.g);
+        EXPECT_LE(err(y), tol::kSum);
+      }
+  }
+}
+
 TEST_F(CudaOps, Conv1dStreamsLikeCpu) {
   struct S {
     int B, cin, cout, K, stride, dil, groups, T;

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "api/model_impl.h"
+#include "core/dtype.h"
 #include "core/error.h"
 #include "runtime/backend.h"
 
@@ -276,7 +277,7 @@ std::vector<std::pair<std::string, std::pair<double, Check>>> checks() {
     be.embedding(table, {7, -1, 49}, b, false);
     return max_diff(host(be, a), host(be, b));
   }}});
-  c.push_back({"fused rope + cache write, add + norm", {1e-5, [](Backend& be, std::string* d) {
+  c.push_back({"fused rope+cache, add+norm, linear+GLU", {1e-5, [](Backend& be, std::string* d) {
     const int H = 4, D = 64, cap = 8, T = 3;
     const AttnShape sh{H, H, D};
     *d = "each fused op against the ops it stands for, on the same device";
@@ -313,6 +314,21 @@ std::vector<std::pair<std::string, std::pair<double, Check>>> checks() {
         be.layer_norm(x2, tw, tb, 1e-5f, y2);
       }
       err = std::max({err, max_diff(host(be, x1), host(be, x2)), max_diff(host(be, y1), host(be, y2))});
+    }
+    // A gated feed-forward's first product, bf16 weights as the LM's, one and three rows.
+    const int64_t Hg = 48, In = 128;
+    const auto wv = rnd(2 * Hg * In, 24);
+    Tensor wb = Tensor::zeros(DType::BF16, {2 * Hg, In});
+    for (int64_t i = 0; i < 2 * Hg * In; ++i) wb.ptr<uint16_t>()[i] = f32_to_bf16(wv[i] * 0.1f);
+    const Tensor pw = be.prepare_linear(wb);
+    for (const int64_t N : {int64_t{1}, int64_t{3}}) {
+      const Tensor xg = dev(be, rnd(N * In, 25), {N, In});
+      Tensor t1 = be.empty(DType::F32, {N, 2 * Hg}), t2 = be.empty(DType::F32, {N, 2 * Hg});
+      Tensor y1 = be.empty(DType::F32, {N, Hg}), y2 = be.empty(DType::F32, {N, Hg});
+      be.linear_glu(xg, pw, Act::Silu, t1, y1);
+      be.linear(xg, pw, nullptr, t2);
+      be.gated_activation(t2, Act::Silu, y2);
+      err = std::max(err, max_diff(host(be, y1), host(be, y2)));
     }
     return err;
   }}});

@@ -169,11 +169,11 @@ void Transformer::forward(Backend& be, Tensor& x, int T, State& st, int group) c
     be.attention(qkv, st.caches[i], as, B, st.pos, st.lo, att);
     be.linear(att, w.out_proj, nullptr, proj);
     add_norm(spec_.layer_scale ? &L.scale1 : nullptr, L.norm2_w, L.norm2_b);
-    be.linear(h, w.ff_in, nullptr, ff);
     if (spec_.gated) {
-      be.gated_activation(ff, spec_.activation, gated);
+      be.linear_glu(h, w.ff_in, spec_.activation, ff, gated);
       be.linear(gated, w.ff_out, nullptr, proj);
     } else {
+      be.linear(h, w.ff_in, nullptr, ff);
       be.activation(ff, spec_.activation);
       be.linear(ff, w.ff_out, nullptr, proj);
     }

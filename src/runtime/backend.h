@@ -125,6 +125,13 @@ class Backend {
     add_scaled(x, u, scale);
     rms_norm(x, alpha, eps, y);
   }
+  // linear(x, w, no bias, t) then gated_activation(t, act, y): the first product of a gated
+  // feed-forward, w [2H, in] (gate rows, then up rows), y [N, H]. `t` [N, 2H] is scratch that a
+  // fused kernel leaves untouched.
+  virtual void linear_glu(const Tensor& x, const Tensor& w, Act act, Tensor& t, Tensor& y) {
+    linear(x, w, nullptr, t);
+    gated_activation(t, act, y);
+  }
   // add_scaled(x, u, scale) then layer_norm(x, w, b, eps, y).
   virtual void add_layer_norm(Tensor& x, const Tensor& u, const Tensor* scale, const Tensor& w, const Tensor& b,
                               float eps, Tensor& y) {

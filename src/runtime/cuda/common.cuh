@@ -269,6 +269,13 @@ void matmul(Impl& im, const float* x, int64_t N, const Tensor& w, const float* b
 // mma_gemm_fits: `in` a multiple of 32 and 16-byte aligned rows.
 bool mma_gemm_fits(const float* x, int64_t N, const Tensor& w);
 void mma_gemm(Impl& im, const float* x, int64_t N, const Tensor& w, const float* bias, float* y, const char* op);
+// The same for a gated feed-forward's first product: w [2H, in] (gate rows, then up rows),
+// y [N, H] = act(x · gateᵀ) ⊙ (x · upᵀ).
+void mma_gemm_glu(Impl& im, const float* x, int64_t N, const Tensor& w, const float* bias, float* y, Act act,
+                  const char* op);
+// y [N, H] = act(x · gateᵀ) ⊙ (x · upᵀ) for w [2H, in] in one kernel where there is one for the
+// shape (bf16 weights, aligned rows, up to 64 rows); false (nothing done) otherwise. gemv.cu.
+bool matmul_glu(Impl& im, const float* x, int64_t N, const Tensor& w, float* y, Act act, const char* op);
 
 // ---- device helpers --------------------------------------------------------------------------
 
@@ -323,6 +330,20 @@ __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
+}
+
+// The activations of Act, in f32 (gated_activation and the gated products).
+__device__ __forceinline__ float apply_act(float v, Act a) {
+  switch (a) {
+    case Act::Identity: return v;
+    case Act::Gelu: return 0.5f * v * (1.f + erff(v * 0.70710678118654752440f));
+    case Act::Silu: return v / (1.f + expf(-v));
+    case Act::Relu: return v > 0.f ? v : 0.f;
+    case Act::Sigmoid: return 1.f / (1.f + expf(-v));
+    case Act::Tanh: return tanhf(v);
+    case Act::Elu: return v > 0.f ? v : expm1f(v);
+  }
+  return v;
 }
 
 __device__ __forceinline__ float warp_sum(float v) {

@@ -59,6 +59,7 @@ class CudaBackend final : public Backend {
   void elu(const Tensor& x, Tensor& y) override;
   void activation(Tensor& x, Act act) override;
   void gated_activation(const Tensor& x, Act act, Tensor& y) override;
+  void linear_glu(const Tensor& x, const Tensor& w, Act act, Tensor& t, Tensor& y) override;
   void add(const Tensor& a, const Tensor& b, Tensor& y) override;
   void add_scaled(Tensor& x, const Tensor& u, const Tensor* scale) override;
   void transpose_ct(const Tensor& x, Tensor& y) override;

@@ -10,19 +10,6 @@ namespace moshi {
 namespace cuda {
 namespace {
 
-__device__ __forceinline__ float apply_act(float v, Act a) {
-  switch (a) {
-    case Act::Identity: return v;
-    case Act::Gelu: return 0.5f * v * (1.f + erff(v * 0.70710678118654752440f));
-    case Act::Silu: return v / (1.f + expf(-v));
-    case Act::Relu: return v > 0.f ? v : 0.f;
-    case Act::Sigmoid: return 1.f / (1.f + expf(-v));
-    case Act::Tanh: return tanhf(v);
-    case Act::Elu: return v > 0.f ? v : expm1f(v);
-  }
-  return v;
-}
-
 __global__ void act_kernel(const float* x, float* y, int64_t n, Act a) {
   pdl_trigger();
   MOSHI_GRID_STRIDE(i, n) y[i] = apply_act(x[i], a);

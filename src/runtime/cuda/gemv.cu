@@ -77,24 +77,30 @@ __host__ __device__ constexpr int loads_in_flight(int r, int tw_bytes) { return 
 // leaves room, so that a GPU-wide product of a few thousand rows is one wave of blocks.
 __host__ __device__ constexpr int min_blocks(int nr, int tw_bytes) { return tw_bytes == 2 && nr == 1 ? 4 : 2; }
 
-template <typename TW, int NR>
+// GLU (a gated feed-forward's first product, w [2·out, in]: gate rows then up rows): each warp
+// takes gate row i and up row out + i and writes y[n, i] = act(gate) ⊙ up, as gated_kernel
+// computes it from the two products' results.
+template <typename TW, int NR, bool GLU>
 __global__ void __launch_bounds__(kThreads, min_blocks(NR, sizeof(TW)))
     gemv_kernel(const float* __restrict__ x, const TW* __restrict__ w, const float* __restrict__ bias,
-                float* __restrict__ y, int64_t in, int64_t out, int ks) {
+                float* __restrict__ y, int64_t in, int64_t out, int ks, Act act) {
   constexpr int VEC = 16 / sizeof(TW);
-  constexpr int R = rows_per_warp(NR);
+  constexpr int R = GLU ? 2 : rows_per_warp(NR);
   constexpr int U = loads_in_flight(R, sizeof(TW));
   __shared__ float part[kWarps][R][NR];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int groups = kWarps / ks, g = warp / ks, s = warp % ks;
-  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * groups + g) * R;
+  const int64_t unit = static_cast<int64_t>(blockIdx.x) * groups + g;
+  const int64_t row0 = GLU ? unit : unit * R;  // GLU: rows unit and out + unit
   const int64_t nchunks = in / VEC, per = (nchunks + ks - 1) / ks;
   const int64_t c_begin = s * per, c_end = min(nchunks, c_begin + per);
+  int64_t rows[R];
   const uint4* wr[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) {
-    const int64_t o = min(row0 + r, out - 1);  // rows past the end read the last row; not written
-    wr[r] = reinterpret_cast<const uint4*>(w + o * in);
+    // Rows past the end read the last row; they are not written.
+    rows[r] = GLU ? min(unit, out - 1) + r * out : min(row0 + r, out - 1);
+    wr[r] = reinterpret_cast<const uint4*>(w + rows[r] * in);
   }
   float acc[R][NR];
 #pragma unroll
@@ -147,31 +153,37 @@ __global__ void __launch_bounds__(kThreads, min_blocks(NR, sizeof(TW)))
 #pragma unroll
     for (int n = 0; n < NR; ++n) acc[r][n] = warp_sum(acc[r][n]);
 
-  if (ks == 1) {  // uniform over the block
+  if (ks > 1) {  // uniform over the block: the first warp of each group adds the others' parts
+    if (lane == 0)
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int n = 0; n < NR; ++n) part[warp][r][n] = acc[r][n];
+    __syncthreads();
+    if (s != 0) return;
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int n = 0; n < NR; ++n) {
+        float t = 0.f;
+        for (int k = 0; k < ks; ++k) t += part[warp + k][r][n];
+        acc[r][n] = t;
+      }
+  }
+  if (GLU) {
+#pragma unroll
+    for (int n = 0; n < NR; ++n)
+      if (lane == n % 32 && unit < out) {
+        const float gate = acc[0][n] + (bias ? bias[rows[0]] : 0.f), up = acc[1][n] + (bias ? bias[rows[1]] : 0.f);
+        y[n * out + unit] = apply_act(gate, act) * up;
+      }
+  } else {
 #pragma unroll
     for (int r = 0; r < R; ++r)
 #pragma unroll
       for (int n = 0; n < NR; ++n)
         if (lane == (r * NR + n) % 32 && row0 + r < out)
           y[n * out + row0 + r] = acc[r][n] + (bias ? bias[row0 + r] : 0.f);
-    return;
-  }
-  if (lane == 0)
-#pragma unroll
-    for (int r = 0; r < R; ++r)
-#pragma unroll
-      for (int n = 0; n < NR; ++n) part[warp][r][n] = acc[r][n];
-  __syncthreads();
-  if (s == 0) {
-#pragma unroll
-    for (int r = 0; r < R; ++r)
-#pragma unroll
-      for (int n = 0; n < NR; ++n)
-        if (lane == (r * NR + n) % 32 && row0 + r < out) {
-          float t = 0.f;
-          for (int k = 0; k < ks; ++k) t += part[warp + k][r][n];
-          y[n * out + row0 + r] = t + (bias ? bias[row0 + r] : 0.f);
-        }
   }
 }
 
@@ -199,12 +211,13 @@ __global__ void add_bias_kernel(float* __restrict__ y, const float* __restrict__
   MOSHI_GRID_STRIDE(i, N * out) y[i] += bias[i % out];
 }
 
-template <typename TW, int NR>
+// GLU: `out` gated outputs of a [2·out, in] weight (see gemv_kernel).
+template <typename TW, int NR, bool GLU = false>
 void launch_gemv(Impl& im, const float* x, const TW* w, const float* bias, float* y, int64_t in, int64_t out,
-                 const char* op) {
+                 const char* op, Act act = Act::Identity) {
   constexpr int VEC = 16 / sizeof(TW);
-  constexpr int R = rows_per_warp(NR);
-  const int64_t row_groups = (out + R - 1) / R, nchunks = in / VEC;
+  constexpr int R = GLU ? 2 : rows_per_warp(NR);
+  const int64_t row_groups = GLU ? out : (out + R - 1) / R, nchunks = in / VEC;
   // Split `in` over the warps of a block, keeping at least 2 loads per lane in each slice: far
   // enough that a warp issues all its loads at once where it can (a warp that must come back
   // for more waits out the memory latency again: measured ~35% slower for 4096 x 11264), then
@@ -214,10 +227,10 @@ void launch_gemv(Impl& im, const float* x, const TW* w, const float* bias, float
   while (max_ks < kWarps && nchunks / (max_ks * 2) >= 64) max_ks *= 2;
   while (min_ks < max_ks && (nchunks + min_ks - 1) / min_ks > 32 * U) min_ks *= 2;
   const int ks = wave_split(im, (row_groups + kWarps - 1) / kWarps,
-                            blocks_per_sm(im, gemv_kernel<TW, NR>, kThreads, 0, op), min_ks, max_ks);
+                            blocks_per_sm(im, gemv_kernel<TW, NR, GLU>, kThreads, 0, op), min_ks, max_ks);
   const int64_t groups = kWarps / ks, blocks = (row_groups + groups - 1) / groups;
-  launch_early(im, op, gemv_kernel<TW, NR>, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, x, w, bias, y, in,
-         out, ks);
+  launch_early(im, op, gemv_kernel<TW, NR, GLU>, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, x, w, bias,
+               y, in, out, ks, act);
 }
 
 template <typename TW>
@@ -292,7 +305,35 @@ void matmul(Impl& im, const float* x, int64_t N, const Tensor& w, const float* b
   if (bias) launch(im, op, add_bias_kernel, dim3(grid_for(im, N * out)), dim3(256), 0, y, bias, N, out);
 }
 
+bool matmul_glu(Impl& im, const float* x, int64_t N, const Tensor& w, float* y, Act act, const char* op) {
+  const int64_t rows = w.dim(0), in = w.dim(1), H = rows / 2;
+  if (w.dtype() != DType::BF16 || N <= 0 || N > kMaxMmaRows || H <= 0 || in % 32 != 0 ||
+      reinterpret_cast<uintptr_t>(x) % 16 != 0 || reinterpret_cast<uintptr_t>(w.data()) % 16 != 0)
+    return false;
+  MOSHI_CHECK(in <= INT32_MAX && rows <= INT32_MAX, "cuda ", op, ": product too large");
+  if (N == 1)
+    launch_gemv<uint16_t, 1, true>(im, x, w.ptr<uint16_t>(), nullptr, y, in, H, op, act);
+  else
+    mma_gemm_glu(im, x, N, w, nullptr, y, act, op);
+  return true;
+}
+
 }  // namespace cuda
+
+void CudaBackend::linear_glu(const Tensor& x, const Tensor& w, Act act, Tensor& t, Tensor& y) {
+  impl_->enter(__func__);
+  const char* op = "linear_glu";
+  cuda::need_cuda(w, op, "weight");
+  MOSHI_CHECK(w.ndim() == 2 && w.dim(0) % 2 == 0, "cuda linear_glu: weight ", shape_str(w.shape()),
+              " is not a prepared [2H, in] linear weight");
+  const int64_t H = w.dim(0) / 2, in = w.dim(1), N = in ? x.numel() / in : 0;
+  MOSHI_CHECK(x.numel() == N * in && t.numel() == 2 * N * H && y.numel() == N * H, "linear_glu: shapes ",
+              shape_str(x.shape()), " x ", shape_str(w.shape()), " -> ", shape_str(t.shape()), " -> ",
+              shape_str(y.shape()));
+  if (cuda::matmul_glu(*impl_, cuda::f32_of(x, op, "input"), N, w, cuda::f32_of(y, op, "output"), act, op)) return;
+  linear(x, w, nullptr, t);
+  gated_activation(t, act, y);
+}
 
 void CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
   impl_->enter(__func__);

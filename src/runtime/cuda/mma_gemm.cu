@@ -43,20 +43,24 @@ __device__ __forceinline__ void split2(float a, float b, uint32_t& hi, uint32_t&
 }
 
 // NT tiles of 8 activation rows. Requires in % 32 == 0 and 16-byte aligned x and w rows.
-template <int NT>
+// GLU (a gated feed-forward's first product, w [2·out, in]: gate rows then up rows): a warp's
+// tile is gate rows i0..i0+7 over up rows out+i0..out+i0+7, so each lane holds the gate and up
+// sums of the same outputs and writes y[n, i] = act(gate) ⊙ up (as gated_kernel computes it).
+template <int NT, bool GLU>
 __global__ void __launch_bounds__(kThreads) mma_gemm_kernel(const float* __restrict__ x,
                                                             const uint16_t* __restrict__ w,
                                                             const float* __restrict__ bias, float* __restrict__ y,
-                                                            int64_t N, int64_t in, int64_t out, int ks) {
+                                                            int64_t N, int64_t in, int64_t out, int ks, Act act) {
   __shared__ float part[kWarps][NT * 4][32];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int groups = kWarps / ks, gi = warp / ks, s = warp % ks;
-  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * groups + gi) * 16;
+  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * groups + gi) * (GLU ? 8 : 16);
   const int64_t nchunks = in / 32, per = (nchunks + ks - 1) / ks;
   const int64_t c_begin = s * per, c_end = min(nchunks, c_begin + per);
   // Rows past the end read the last row (their results are not written).
-  const uint4* wa = reinterpret_cast<const uint4*>(w + min(row0 + g, out - 1) * in) + t;
-  const uint4* wb = reinterpret_cast<const uint4*>(w + min(row0 + g + 8, out - 1) * in) + t;
+  const int64_t ra = min(row0 + g, out - 1), rb = GLU ? out + ra : min(row0 + g + 8, out - 1);
+  const uint4* wa = reinterpret_cast<const uint4*>(w + ra * in) + t;
+  const uint4* wb = reinterpret_cast<const uint4*>(w + rb * in) + t;
   const float* xr[NT];
   bool xin[NT];
 #pragma unroll
@@ -129,19 +133,33 @@ __global__ void __launch_bounds__(kThreads) mma_gemm_kernel(const float* __restr
       }
   }
   // C fragment: e = 0, 1 -> row g, columns 2t, 2t+1; e = 2, 3 -> row g + 8.
+  if (GLU) {
 #pragma unroll
-  for (int j = 0; j < NT; ++j)
+    for (int j = 0; j < NT; ++j)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int64_t row = row0 + g + (e >= 2 ? 8 : 0), n = j * 8 + 2 * t + (e & 1);
-      if (row < out && n < N) y[n * out + row] = acc[j][e] + (bias ? bias[row] : 0.f);
-    }
+      for (int e = 0; e < 2; ++e) {
+        const int64_t i = row0 + g, n = j * 8 + 2 * t + e;
+        if (i < out && n < N) {
+          const float gate = acc[j][e] + (bias ? bias[ra] : 0.f), up = acc[j][e + 2] + (bias ? bias[rb] : 0.f);
+          y[n * out + i] = apply_act(gate, act) * up;
+        }
+      }
+  } else {
+#pragma unroll
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t row = row0 + g + (e >= 2 ? 8 : 0), n = j * 8 + 2 * t + (e & 1);
+        if (row < out && n < N) y[n * out + row] = acc[j][e] + (bias ? bias[row] : 0.f);
+      }
+  }
 }
 
-template <int NT>
+// GLU: `out` gated outputs of a [2·out, in] weight (see mma_gemm_kernel).
+template <int NT, bool GLU>
 void launch_mma(Impl& im, const float* x, int64_t N, const uint16_t* w, const float* bias, float* y, int64_t in,
-                int64_t out, const char* op) {
-  const int64_t tiles = (out + 15) / 16, nchunks = in / 32;
+                int64_t out, Act act, const char* op) {
+  const int64_t tiles = GLU ? (out + 7) / 8 : (out + 15) / 16, nchunks = in / 32;
   // Split `in` over the warps of a block (keeping several chunks in each slice): far enough that
   // a warp makes at most two rounds of loads where it can, then as far as fills the GPU's SMs
   // best to the end.
@@ -149,10 +167,10 @@ void launch_mma(Impl& im, const float* x, int64_t N, const uint16_t* w, const fl
   while (max_ks < kWarps && nchunks / (max_ks * 2) >= 2 * kChunksInFlight) max_ks *= 2;
   while (min_ks < max_ks && (nchunks + min_ks - 1) / min_ks > 2 * kChunksInFlight) min_ks *= 2;
   const int ks = wave_split(im, (tiles + kWarps - 1) / kWarps,
-                            blocks_per_sm(im, mma_gemm_kernel<NT>, kThreads, 0, op), min_ks, max_ks);
+                            blocks_per_sm(im, mma_gemm_kernel<NT, GLU>, kThreads, 0, op), min_ks, max_ks);
   const int64_t groups = kWarps / ks, blocks = (tiles + groups - 1) / groups;
-  launch_early(im, op, mma_gemm_kernel<NT>, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, x, w, bias, y, N, in,
-         out, ks);
+  launch_early(im, op, mma_gemm_kernel<NT, GLU>, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, x, w, bias,
+               y, N, in, out, ks, act);
 }
 
 }  // namespace
@@ -163,19 +181,30 @@ bool mma_gemm_fits(const float* x, int64_t N, const Tensor& w) {
          reinterpret_cast<uintptr_t>(w.data()) % 16 == 0;
 }
 
-void mma_gemm(Impl& im, const float* x, int64_t N, const Tensor& w, const float* bias, float* y, const char* op) {
-  const int64_t out = w.dim(0), in = w.dim(1);
+template <bool GLU>
+static void mma_gemm_passes(Impl& im, const float* x, int64_t N, const Tensor& w, const float* bias, float* y,
+                            Act act, const char* op) {
+  const int64_t in = w.dim(1), out = GLU ? w.dim(0) / 2 : w.dim(0);
   for (int64_t n0 = 0; n0 < N; n0 += 32) {
     const int64_t n = std::min<int64_t>(32, N - n0);
     const float* xs = x + n0 * in;
     float* ys = y + n0 * out;
     if (n <= 8)
-      launch_mma<1>(im, xs, n, w.ptr<uint16_t>(), bias, ys, in, out, op);
+      launch_mma<1, GLU>(im, xs, n, w.ptr<uint16_t>(), bias, ys, in, out, act, op);
     else if (n <= 16)
-      launch_mma<2>(im, xs, n, w.ptr<uint16_t>(), bias, ys, in, out, op);
+      launch_mma<2, GLU>(im, xs, n, w.ptr<uint16_t>(), bias, ys, in, out, act, op);
     else
-      launch_mma<4>(im, xs, n, w.ptr<uint16_t>(), bias, ys, in, out, op);
+      launch_mma<4, GLU>(im, xs, n, w.ptr<uint16_t>(), bias, ys, in, out, act, op);
   }
+}
+
+void mma_gemm(Impl& im, const float* x, int64_t N, const Tensor& w, const float* bias, float* y, const char* op) {
+  mma_gemm_passes<false>(im, x, N, w, bias, y, Act::Identity, op);
+}
+
+void mma_gemm_glu(Impl& im, const float* x, int64_t N, const Tensor& w, const float* bias, float* y, Act act,
+                  const char* op) {
+  mma_gemm_passes<true>(im, x, N, w, bias, y, act, op);
 }
 
 }  // namespace cuda
