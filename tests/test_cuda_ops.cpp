@@ -591,6 +591,40 @@ TEST_F(CudaOps, FusedRopeCacheWriteAndAddNormMatchCpu) {
     }
 }
 
+// One step's embedding sum (one kernel) against the CPU's lookups added table by table: tables
+// of different lengths, id -1 (zeros) and the last row; mixed dtypes fall back to the lookups.
+TEST_F(CudaOps, EmbeddingSumMatchesCpu) {
+  const int64_t D = 256;
+  for (bool mixed : {false, true}) {
+    SCOPED_TRACE(mixed ? "mixed dtypes" : "bf16 tables");
+    std::vector<Pair> tabs;
+    for (int k = 0; k < 9; ++k) {
+      const int64_t V = k == 8 ? 3001 : 2049;
+      Tensor tf = rand_t({V, D}, 1700 + k);
+      const Tensor t = mixed && k == 3 ? tf : to_bf16(tf);
+      tabs.push_back({C().prepare_embedding(t), G().prepare_embedding(t)});
+    }
+    std::vector<const Tensor*> tc, tg;
+    for (const Pair& p : tabs) {
+      tc.push_back(&p.c);
+      tg.push_back(&p.g);
+    }
+    const int B = 3;
+    std::vector<int64_t> ids;
+    for (int k = 0; k < 9; ++k)
+      for (int b = 0; b < B; ++b) ids.push_back(b == 1 && k % 3 == 0 ? -1 : (k * 131 + b * 977) % tabs[k].c.dim(0));
+    ids[2] = 2048;
+    Pair out = both(rand_t({B, D}, 1799));
+    C().embedding_sum(tc, ids, out.c);
+    G().embedding_sum(tg, ids, out.g);
+    EXPECT_EQ(err(out), 0.0);
+  }
+  // An id past its table is an error, not a read.
+  const Tensor t = G().prepare_embedding(to_bf16(rand_t({5, 8}, 1800)));
+  Tensor out = G().empty(DType::F32, {1, 8});
+  EXPECT_THROW(G().embedding_sum({&t, &t}, {1, 5}, out), Error);
+}
+
 TEST_F(CudaOps, EmbeddingFromDeviceIdsMatchesHostIds) {
   const int64_t V = 2049, D = 1024;
   const Tensor tab = to_bf16(rand_t({V, D}, 71));

@@ -174,14 +174,27 @@ const Tensor& LmModel::temporal_step(LmState& st, const std::vector<int64_t>& to
   MOSHI_CHECK(static_cast<int>(tokens.size()) == B * K, "lm step: ", tokens.size(), " tokens for ", B, " x ", K);
   const int64_t D = cfg_.dim;
   Tensor& x = st.ws.f32(be, kX, {B, D});
-  std::vector<int64_t> ids(B);
   // Audio codebooks in order, then text: the reference's summation order.
-  for (int k = 0; k < cfg_.n_q; ++k) {
-    for (int b = 0; b < B; ++b) ids[b] = tokens[b * K + 1 + k];
-    embed(st, emb_[k], ids, x, k > 0, kLowRank);
+  bool low_rank = text_emb_.low_rank.defined();
+  for (int k = 0; k < cfg_.n_q; ++k) low_rank = low_rank || emb_[k].low_rank.defined();
+  if (!low_rank) {  // one lookup-and-sum over all the tables
+    std::vector<const Tensor*> tables;
+    std::vector<int64_t> ids;
+    ids.reserve(static_cast<size_t>(B) * (cfg_.n_q + 1));
+    for (int k = 0; k <= cfg_.n_q; ++k) {
+      tables.push_back(k < cfg_.n_q ? &emb_[k].table : &text_emb_.table);
+      for (int b = 0; b < B; ++b) ids.push_back(tokens[b * K + (k < cfg_.n_q ? 1 + k : 0)]);
+    }
+    be.embedding_sum(tables, ids, x);
+  } else {
+    std::vector<int64_t> ids(B);
+    for (int k = 0; k < cfg_.n_q; ++k) {
+      for (int b = 0; b < B; ++b) ids[b] = tokens[b * K + 1 + k];
+      embed(st, emb_[k], ids, x, k > 0, kLowRank);
+    }
+    for (int b = 0; b < B; ++b) ids[b] = tokens[b * K];
+    embed(st, text_emb_, ids, x, cfg_.n_q > 0, kLowRank);
   }
-  for (int b = 0; b < B; ++b) ids[b] = tokens[b * K];
-  embed(st, text_emb_, ids, x, cfg_.n_q > 0, kLowRank);
   if (st.tap) (*st.tap)("lm.embed", x);
   temporal_.forward(be, x, 1, st.temporal, 1);
   Tensor& z = st.ws.f32(be, kZ, {B, D});

@@ -2,6 +2,7 @@
 // the backend allocated; CPU and CUDA differ only below this line. Shapes in comments are
 // [dims] row-major; "host" arrays (positions, masks) are plain CPU memory.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -131,6 +132,18 @@ class Backend {
   virtual void linear_glu(const Tensor& x, const Tensor& w, Act act, Tensor& t, Tensor& y) {
     linear(x, w, nullptr, t);
     gated_activation(t, act, y);
+  }
+  // embedding(*tables[s], ids[s·N, (s+1)·N), out, s > 0) for each table in turn (N = ids over
+  // tables): the sum of one step's token embeddings, in that order.
+  virtual void embedding_sum(const std::vector<const Tensor*>& tables, const std::vector<int64_t>& ids,
+                             Tensor& out) {
+    const size_t S = tables.size(), N = S ? ids.size() / S : 0;
+    std::vector<int64_t> part(N);
+    for (size_t k = 0; k < S; ++k) {
+      std::copy(ids.begin() + static_cast<std::ptrdiff_t>(k * N), ids.begin() + static_cast<std::ptrdiff_t>((k + 1) * N),
+                part.begin());
+      embedding(*tables[k], part, out, k > 0);
+    }
   }
   // add_scaled(x, u, scale) then layer_norm(x, w, b, eps, y).
   virtual void add_layer_norm(Tensor& x, const Tensor& u, const Tensor* scale, const Tensor& w, const Tensor& b,

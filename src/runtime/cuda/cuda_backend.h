@@ -85,6 +85,8 @@ class CudaBackend final : public Backend {
   void vq_encode(Tensor& r, const Tensor& codebook, const Tensor& norms, Tensor& codes, int64_t col) override;
   void vq_decode_add(Tensor& acc, const Tensor& codebook, const Tensor& norms, const Tensor& codes,
                      int64_t col) override;
+  void embedding_sum(const std::vector<const Tensor*>& tables, const std::vector<int64_t>& ids,
+                     Tensor& out) override;
   void embedding_from(const Tensor& table, const Tensor& ids, int64_t col, Tensor& out, bool accumulate) override;
   void sample(const Tensor& logits, const SamplingParams& p, uint64_t seed, const std::vector<int64_t>& steps,
               uint64_t site, Tensor& tokens, int64_t col) override;

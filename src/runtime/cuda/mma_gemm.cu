@@ -160,11 +160,11 @@ template <int NT, bool GLU>
 void launch_mma(Impl& im, const float* x, int64_t N, const uint16_t* w, const float* bias, float* y, int64_t in,
                 int64_t out, Act act, const char* op) {
   const int64_t tiles = GLU ? (out + 7) / 8 : (out + 15) / 16, nchunks = in / 32;
-  // Split `in` over the warps of a block (keeping several chunks in each slice): far enough that
+  // Split `in` over the warps of a block (keeping a round of chunks in each slice): far enough that
   // a warp makes at most two rounds of loads where it can, then as far as fills the GPU's SMs
   // best to the end.
   int max_ks = 1, min_ks = 1;
-  while (max_ks < kWarps && nchunks / (max_ks * 2) >= 2 * kChunksInFlight) max_ks *= 2;
+  while (max_ks < kWarps && nchunks / (max_ks * 2) >= kChunksInFlight) max_ks *= 2;
   while (min_ks < max_ks && (nchunks + min_ks - 1) / min_ks > 2 * kChunksInFlight) min_ks *= 2;
   const int ks = wave_split(im, (tiles + kWarps - 1) / kWarps,
                             blocks_per_sm(im, mma_gemm_kernel<NT, GLU>, kThreads, 0, op), min_ks, max_ks);
