@@ -216,6 +216,36 @@ TEST_F(CudaOps, LinearGluMatchesCpu) {
   }
 }
 
+// A product with its activation (one kernel for a few rows) against the CPU's linear then
+// activation: Mimi's feed-forward shapes, bf16 at one row, and shapes that fall back.
+TEST_F(CudaOps, LinearActMatchesCpu) {
+  struct S {
+    int64_t in, out;
+    DType dt;
+  };
+  const S shapes[] = {{512, 2048, DType::F32}, {2048, 512, DType::F32}, {1024, 2816, DType::BF16}, {37, 20, DType::F32}};
+  const int64_t rows[] = {1, 2, 8, 9};
+  uint64_t seed = 2000;
+  for (const S& s : shapes) {
+    Tensor wf = rand_t({s.out, s.in}, seed++, 1.f / std::sqrt(static_cast<float>(s.in)));
+    const Tensor w = s.dt == DType::BF16 ? to_bf16(wf) : wf;
+    const Pair pw{C().prepare_linear(w), G().prepare_linear(w)};
+    const Pair bias = both(rand_t({s.out}, seed++));
+    for (int64_t N : rows)
+      for (Act act : {Act::Gelu, Act::Elu, Act::Identity})
+        for (bool with_bias : {false, true}) {
+          SCOPED_TRACE(testing::Message() << "N " << N << " in " << s.in << " out " << s.out << " "
+                                          << dtype_name(s.dt) << " act " << static_cast<int>(act)
+                                          << (with_bias ? " +bias" : ""));
+          const Pair x = both(rand_t({N, s.in}, seed++));
+          Pair y = zeros({N, s.out});
+          C().linear_act(x.c, pw.c, with_bias ? &bias.c : nullptr, act, y.c);
+          G().linear_act(x.g, pw.g, with_bias ? &bias.g : nullptr, act, y.g);
+          EXPECT_LE(err(y), tol::kSum);
+        }
+  }
+}
+
 TEST_F(CudaOps, Conv1dStreamsLikeCpu) {
   struct S {
     int B, cin, cout, K, stride, dil, groups, T;
@@ -593,6 +623,53 @@ TEST_F(CudaOps, FusedRopeCacheWriteAndAddNormMatchCpu) {
 
 // One step's embedding sum (one kernel) against the CPU's lookups added table by table: tables
 // of different lengths, id -1 (zeros) and the last row; mixed dtypes fall back to the lookups.
+// The decoding step's attention with its RoPE and cache write in the same kernel, against the
+// CPU's rope_kv_write then attention, step after step (earlier steps' keys come back from the
+// cache, the ring wraps, long caches split the window): outputs and caches agree.
+TEST_F(CudaOps, RopeKvAttentionMatchesCpu) {
+  struct S {
+    int heads, kv_heads, D;
+    int64_t cap;
+    int B;
+  };
+  const S shapes[] = {{8, 4, 64, 6, 2}, {4, 4, 128, 3000, 1}, {6, 3, 48, 9, 3}, {4, 2, 32, 700, 2}};
+  uint64_t seed = 1900;
+  for (const S& s : shapes)
+    for (DType kv : {DType::BF16, DType::F32})
+      for (bool interleaved : {false, true})
+        for (bool with_rope : {true, false}) {
+          SCOPED_TRACE(testing::Message() << "heads " << s.heads << "/" << s.kv_heads << " D " << s.D << " cap "
+                                          << s.cap << " " << dtype_name(kv) << (interleaved ? " interleaved" : "")
+                                          << (with_rope ? "" : " no rope"));
+          const AttnShape sh{s.heads, s.kv_heads, s.D};
+          KvCache cc = C().new_kv_cache(kv, s.B, s.cap, s.kv_heads, s.D);
+          KvCache gc = G().new_kv_cache(kv, s.B, s.cap, s.kv_heads, s.D);
+          const int64_t window = std::min<int64_t>(s.cap, 5);
+          for (int64_t step = 0; step < 12; ++step) {
+            std::vector<int64_t> pos, lo;
+            for (int b = 0; b < s.B; ++b) {
+              pos.push_back(step + 3 * b);
+              lo.push_back(std::max<int64_t>(0, step + 3 * b - window + 1));
+            }
+            Pair qkv = both(rand_t({s.B, sh.row()}, seed++));
+            Pair out = zeros({s.B, static_cast<int64_t>(s.heads) * s.D});
+            C().rope_kv_attention(qkv.c, cc, sh, with_rope, 10000.f, interleaved, s.B, pos, lo, out.c);
+            G().rope_kv_attention(qkv.g, gc, sh, with_rope, 10000.f, interleaved, s.B, pos, lo, out.g);
+            ASSERT_LE(err(out), tol::kSum) << "step " << step;
+          }
+          for (auto [c, g] : {std::pair<Tensor*, Tensor*>{&cc.k, &gc.k}, {&cc.v, &gc.v}}) {
+            const Tensor got = kv_down(G(), *g);
+            double worst = 0;
+            for (int64_t i = 0; i < c->numel(); ++i) {
+              const float a = kv == DType::BF16 ? bf16_to_f32(got.ptr<uint16_t>()[i]) : got.f32()[i];
+              const float b = kv == DType::BF16 ? bf16_to_f32(c->ptr<uint16_t>()[i]) : c->f32()[i];
+              worst = std::max(worst, static_cast<double>(std::fabs(a - b)));
+            }
+            EXPECT_LE(worst, kv == DType::BF16 ? 1e-2 : 1e-5);  // bf16: an ulp apart at most
+          }
+        }
+}
+
 TEST_F(CudaOps, EmbeddingSumMatchesCpu) {
   const int64_t D = 256;
   for (bool mixed : {false, true}) {

@@ -298,6 +298,23 @@ std::vector<std::pair<std::string, std::pair<double, Check>>> checks() {
       outs[fused] = host(be, out);
     }
     err = max_diff(outs[0], outs[1]);
+    // A decoding step (one row) with the RoPE and cache write inside the attention, two steps.
+    std::vector<float> dec[2];
+    for (int fused = 0; fused < 2; ++fused) {
+      KvCache kc = be.new_kv_cache(DType::F32, 1, cap, H, D);
+      for (int64_t p = 0; p < 2; ++p) {
+        Tensor q = dev(be, rnd(sh.row(), 30 + p), {1, sh.row()}), out = be.empty(DType::F32, {1, H * D});
+        if (fused) {
+          be.rope_kv_attention(q, kc, sh, true, 10000.f, false, 1, {p}, {0}, out);
+        } else {
+          be.rope_kv_write(q, kc, sh, true, 10000.f, false, 1, {p});
+          be.attention(q, kc, sh, 1, {p}, {0}, out);
+        }
+        const std::vector<float> o = host(be, out);
+        dec[fused].insert(dec[fused].end(), o.begin(), o.end());
+      }
+    }
+    err = std::max(err, max_diff(dec[0], dec[1]));
     const int64_t C = 256;
     const auto x = rnd(2 * C, 20), u = rnd(2 * C, 21), w = rnd(C, 22), b = rnd(C, 23);
     const Tensor tw = be.prepare_vector(host_tensor(w, {C})), tb = be.prepare_vector(host_tensor(b, {C}));

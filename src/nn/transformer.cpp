@@ -165,16 +165,15 @@ void Transformer::forward(Backend& be, Tensor& x, int T, State& st, int group) c
     const Layer& L = layers_[i];
     const Weights& w = L.sets[set];
     be.linear(h, w.in_proj, nullptr, qkv);
-    be.rope_kv_write(qkv, st.caches[i], as, rope, spec_.max_period, spec_.pos_emb == PosEmb::Rope, B, st.pos);
-    be.attention(qkv, st.caches[i], as, B, st.pos, st.lo, att);
+    be.rope_kv_attention(qkv, st.caches[i], as, rope, spec_.max_period, spec_.pos_emb == PosEmb::Rope, B, st.pos,
+                         st.lo, att);
     be.linear(att, w.out_proj, nullptr, proj);
     add_norm(spec_.layer_scale ? &L.scale1 : nullptr, L.norm2_w, L.norm2_b);
     if (spec_.gated) {
       be.linear_glu(h, w.ff_in, spec_.activation, ff, gated);
       be.linear(gated, w.ff_out, nullptr, proj);
     } else {
-      be.linear(h, w.ff_in, nullptr, ff);
-      be.activation(ff, spec_.activation);
+      be.linear_act(h, w.ff_in, nullptr, spec_.activation, ff);
       be.linear(ff, w.ff_out, nullptr, proj);
     }
     const Tensor* scale2 = spec_.layer_scale ? &L.scale2 : nullptr;

@@ -120,11 +120,24 @@ class Backend {
     if (with_rope) rope(qkv, s, max_period, interleaved, pos);
     kv_write(cache, qkv, s, batch, pos);
   }
+  // rope_kv_write(...) then attention(...) over the same rows (a decoding step's attention).
+  // qkv is left as scratch afterwards: a fused kernel need not rotate it in place.
+  virtual void rope_kv_attention(Tensor& qkv, KvCache& cache, const AttnShape& s, bool with_rope, float max_period,
+                                 bool interleaved, int batch, const std::vector<int64_t>& pos,
+                                 const std::vector<int64_t>& lo, Tensor& out) {
+    rope_kv_write(qkv, cache, s, with_rope, max_period, interleaved, batch, pos);
+    attention(qkv, cache, s, batch, pos, lo, out);
+  }
   // add_scaled(x, u, scale) then rms_norm(x, alpha, eps, y) (the residual add and the next norm).
   virtual void add_rms_norm(Tensor& x, const Tensor& u, const Tensor* scale, const Tensor& alpha, float eps,
                             Tensor& y) {
     add_scaled(x, u, scale);
     rms_norm(x, alpha, eps, y);
+  }
+  // linear(x, w, bias, y) then activation(y, act).
+  virtual void linear_act(const Tensor& x, const Tensor& w, const Tensor* bias, Act act, Tensor& y) {
+    linear(x, w, bias, y);
+    activation(y, act);
   }
   // linear(x, w, no bias, t) then gated_activation(t, act, y): the first product of a gated
   // feed-forward, w [2H, in] (gate rows, then up rows), y [N, H]. `t` [N, 2H] is scratch that a

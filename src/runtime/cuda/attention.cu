@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "runtime/cuda/common.cuh"
 
@@ -139,16 +140,38 @@ __device__ __forceinline__ void load_vec(const uint16_t* p, float (&f)[EPL]) {
   }
 }
 
+// A value as the cache holds it (bf16 caches round to nearest even).
+__device__ __forceinline__ float as_cached(float v, const float*) { return v; }
+__device__ __forceinline__ float as_cached(float v, const uint16_t*) {
+  uint16_t h;
+  store_narrow(&h, v);
+  return bf16_bits_to_f32(h);
+}
+
+// The decoding step's RoPE and cache write, done by the attention kernel itself (one query row
+// per stream, T = 1): each block rotates its q head and its kv head's new k (as rope_kv_write_kernel
+// does) into shared memory, uses them (k and v rounded as the cache holds them) for the newest
+// position, and the block of a kv head's first q head whose split holds that position writes k
+// and v to the cache. No block reads that slot from the cache, so nothing waits for the write.
+template <typename TC>
+struct FusedRope {
+  const float* freqs = nullptr;  // null: no rotation
+  int64_t half = 0, im_off = 0, stride = 0, QD = 0;
+  TC* kw = nullptr;
+  TC* vw = nullptr;
+};
+
 // part (split-K only): per (row, head, split) [max, sum, acc[D]].
-template <int EPL, typename TC>
+template <int EPL, typename TC, bool FUSED>
 __global__ void __launch_bounds__(kAttnWarps * 32)
     attention_kernel(const float* __restrict__ qkv, const TC* __restrict__ kc, const TC* __restrict__ vc,
                      const int64_t* __restrict__ pos, const int64_t* __restrict__ lo, int64_t T, int H, int rep,
                      int D, int64_t R, int64_t KD, int64_t cap, float scale, int splits,
-                     float* __restrict__ out, float* __restrict__ part) {
+                     float* __restrict__ out, float* __restrict__ part, FusedRope<TC> fz) {
   pdl_trigger();
   __shared__ float sm_m[kAttnWarps], sm_l[kAttnWarps];
   __shared__ float sm_acc[kAttnWarps][EPL * 32];
+  __shared__ float sm_q[FUSED ? kMaxHeadDim : 1], sm_k[FUSED ? kMaxHeadDim : 1], sm_v[FUSED ? kMaxHeadDim : 1];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t r = blockIdx.x;
   const int h = blockIdx.y, split = blockIdx.z;
@@ -163,10 +186,40 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
   const bool contig = D == EPL * 32;
   float q[EPL];
   const float* qr = qkv + r * R + static_cast<int64_t>(h) * D;
+  if constexpr (FUSED) {
+    const float* kr = qkv + r * R + fz.QD + static_cast<int64_t>(kvh) * D;
+    for (int64_t i = threadIdx.x; i < fz.half; i += blockDim.x) {
+      const int64_t a0 = i * fz.stride, a1 = a0 + fz.im_off;
+      float qre = qr[a0], qim = qr[a1], kre = kr[a0], kim = kr[a1];
+      if (fz.freqs) {
+        const float a = fz.freqs[i] * static_cast<float>(p), c = cosf(a), sn = sinf(a);
+        const float nq = qre * c - qim * sn, nqi = qre * sn + qim * c;
+        const float nk = kre * c - kim * sn, nki = kre * sn + kim * c;
+        qre = nq;
+        qim = nqi;
+        kre = nk;
+        kim = nki;
+      }
+      sm_q[a0] = qre;
+      sm_q[a1] = qim;
+      sm_k[a0] = as_cached(kre, kc);
+      sm_k[a1] = as_cached(kim, kc);
+    }
+    for (int d = threadIdx.x; d < D; d += blockDim.x) sm_v[d] = as_cached(kr[KD + d], kc);
+    __syncthreads();
+    const int64_t owner = (n - 1) / chunk;  // the split that holds the newest position
+    if (h % rep == 0 && split == owner) {
+      const int64_t at = (b * (KD / D) + kvh) * cap * D + (p % cap) * D;
+      for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        store_narrow(fz.kw + at + d, sm_k[d]);
+        store_narrow(fz.vw + at + d, sm_v[d]);
+      }
+    }
+  }
 #pragma unroll
   for (int e = 0; e < EPL; ++e) {
     const int d = contig ? lane * EPL + e : e * 32 + lane;
-    q[e] = d < D ? qr[d] : 0.f;
+    q[e] = d < D ? (FUSED ? sm_q[d] : qr[d]) : 0.f;
   }
   // The cache is [B, KH, cap, D]: this head's ring is contiguous.
   const int64_t ring = (b * (KD / D) + kvh) * cap * D;
@@ -187,7 +240,15 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
       const TC* kr = kb + slot * D;
       const TC* vr = vb + slot * D;
       float dot = 0.f;
-      if (contig) {
+      if (FUSED && jj == n - 1) {  // the newest position: this step's k and v (uniform per warp)
+#pragma unroll
+        for (int e = 0; e < EPL; ++e) {
+          const int d = contig ? lane * EPL + e : e * 32 + lane;
+          const bool in = d < D;
+          dot = fmaf(q[e], in ? sm_k[d] : 0.f, dot);
+          vv[u][e] = in ? sm_v[d] : 0.f;
+        }
+      } else if (contig) {
         float kk[EPL];
         load_vec<EPL>(kr + lane * EPL, kk);
         load_vec<EPL>(vr + lane * EPL, vv[u]);
@@ -281,18 +342,17 @@ __global__ void attention_combine_kernel(const float* __restrict__ part, float* 
   }
 }
 
-template <int EPL>
-void launch_attention(Impl& im, dim3 grid, const float* qkv, const void* kc, const void* vc, bool bf16,
+// fz: the fused RoPE + cache write (null: the cache already holds this step's keys).
+template <int EPL, typename TC>
+void launch_attention(Impl& im, dim3 grid, const float* qkv, const TC* kc, const TC* vc, const FusedRope<TC>* fz,
                       const int64_t* pos, const int64_t* lo, int64_t T, int H, int rep, int D, int64_t R, int64_t KD,
                       int64_t cap, float scale, int splits, float* out, float* part) {
-  if (bf16) {
-    launch(im, "attention", attention_kernel<EPL, uint16_t>, grid, dim3(kAttnWarps * 32), 0, qkv,
-           static_cast<const uint16_t*>(kc), static_cast<const uint16_t*>(vc), pos, lo, T, H, rep, D, R, KD, cap,
-           scale, splits, out, part);
-    return;
-  }
-  launch(im, "attention", attention_kernel<EPL, float>, grid, dim3(kAttnWarps * 32), 0, qkv, static_cast<const float*>(kc),
-         static_cast<const float*>(vc), pos, lo, T, H, rep, D, R, KD, cap, scale, splits, out, part);
+  if (fz)
+    launch(im, "attention", attention_kernel<EPL, TC, true>, grid, dim3(kAttnWarps * 32), 0, qkv, kc, vc, pos, lo, T,
+           H, rep, D, R, KD, cap, scale, splits, out, part, *fz);
+  else
+    launch(im, "attention", attention_kernel<EPL, TC, false>, grid, dim3(kAttnWarps * 32), 0, qkv, kc, vc, pos, lo, T,
+           H, rep, D, R, KD, cap, scale, splits, out, part, FusedRope<TC>());
 }
 
 }  // namespace
@@ -405,16 +465,26 @@ void CudaBackend::kv_write(KvCache& cache, const Tensor& qkv, const AttnShape& s
          int64_t{sh.head_dim}, cache.capacity);
 }
 
-void CudaBackend::attention(const Tensor& qkv, const KvCache& cache, const AttnShape& sh, int batch,
-                            const std::vector<int64_t>& pos, const std::vector<int64_t>& lo, Tensor& out) {
-  impl_->enter(__func__);
-  const char* op = "attention";
+namespace {
+// RoPE settings of a fused decoding-step attention.
+struct RopeSpec {
+  bool with_rope;
+  float max_period;
+  bool interleaved;
+};
+
+// attention(), and with `rs` (one query row per stream) the RoPE and cache write before it, done
+// inside the attention kernel.
+void run_attention(cuda::Impl& im, const char* op, const Tensor& qkv, const KvCache& cache, const AttnShape& sh,
+                   int batch, const std::vector<int64_t>& pos, const std::vector<int64_t>& lo, Tensor& out,
+                   const RopeSpec* rs) {
   const int H = sh.heads, D = sh.head_dim;
   const int64_t R = sh.row(), KD = static_cast<int64_t>(sh.kv_heads) * D, rows = R ? qkv.numel() / R : 0,
                 cap = cache.capacity;
   MOSHI_CHECK(batch > 0 && rows % batch == 0 && sh.kv_heads > 0 && H % sh.kv_heads == 0 &&
                   static_cast<int64_t>(pos.size()) == rows && static_cast<int64_t>(lo.size()) == rows &&
-                  out.numel() == rows * H * D && cap > 0 && cache.k.numel() == batch * cap * KD,
+                  out.numel() == rows * H * D && cap > 0 && cache.k.numel() == batch * cap * KD &&
+                  cache.v.numel() == cache.k.numel(),
               "attention: ", rows, " rows, batch ", batch, ", output ", shape_str(out.shape()), ", cache ",
               shape_str(cache.k.shape()));
   MOSHI_CHECK(D >= 1 && D <= cuda::kMaxHeadDim, "cuda attention: head_dim ", D, " is not supported (at most ",
@@ -422,11 +492,11 @@ void CudaBackend::attention(const Tensor& qkv, const KvCache& cache, const AttnS
   MOSHI_CHECK(rows <= INT32_MAX && H <= 65535, "cuda attention: too many rows or heads");
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t l = std::max<int64_t>(lo[r], 0);
+    MOSHI_CHECK(pos[r] >= 0, "kv_write: negative position ", pos[r]);
     MOSHI_CHECK(pos[r] - l < cap, "attention: window of position ", pos[r], " exceeds the cache capacity ", cap);
     MOSHI_CHECK(pos[r] >= l, "attention: empty window [", lo[r], ", ", pos[r], "]");
   }
   if (rows == 0) return;
-  cuda::Impl& im = *impl_;
   // Split windows as long as the cache when batch x heads blocks alone are too few to keep
   // enough reads in flight (~6 blocks of 4 warps per SM). The split count follows the
   // capacity, never the positions, so that a recorded stage keeps its launch shape; each row
@@ -438,36 +508,71 @@ void CudaBackend::attention(const Tensor& qkv, const KvCache& cache, const AttnS
     splits = static_cast<int>(
         std::max<int64_t>(1, std::min<int64_t>({(want + blocks - 1) / blocks, by_keys, cuda::kMaxSplits})));
   }
+  const float* freqs = rs && rs->with_rope ? rope_freqs(im, D, rs->max_period, op) : nullptr;
   const int64_t* args = im.put_args({&pos, &lo}, op);
   float* part = splits > 1 ? im.ensure_t<float>(cuda::kAttnPart, rows * H * splits * (D + 2), op) : nullptr;
   const float scale = 1.f / std::sqrt(static_cast<float>(D));
   const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(H), static_cast<unsigned>(splits));
   const float* pq = f32_of(qkv, op, "qkv");
-  const bool bf16 = cache.k.dtype() == DType::BF16;
-  if (bf16) {
-    cuda::need_cuda(cache.k, op, "key cache");
-    cuda::need_cuda(cache.v, op, "value cache");
-  }
-  const void* pk = bf16 ? static_cast<const void*>(cache.k.data()) : f32_of(cache.k, op, "key cache");
-  const void* pv = bf16 ? static_cast<const void*>(cache.v.data()) : f32_of(cache.v, op, "value cache");
+  cuda::need_cuda(cache.k, op, "key cache");
+  cuda::need_cuda(cache.v, op, "value cache");
   float* po = f32_of(out, op, "output");
   const int64_t T = rows / batch;
   const int rep = H / sh.kv_heads;
-#define MOSHI_ATTN(EPL)                                                                                          \
-  cuda::launch_attention<EPL>(im, grid, pq, pk, pv, bf16, args, args + rows, T, H, rep, D, R, KD, cap, scale, \
-                              splits, po, part)
-  if (D <= 32)
-    MOSHI_ATTN(1);
-  else if (D <= 64)
-    MOSHI_ATTN(2);
-  else if (D <= 128)
-    MOSHI_ATTN(4);
+  const int64_t half = D / 2;
+  auto go = [&](auto* kc, auto* vc) {
+    using TC = std::remove_const_t<std::remove_pointer_t<decltype(kc)>>;
+    cuda::FusedRope<TC> fz;
+    if (rs) {
+      fz.freqs = freqs;
+      fz.half = half;
+      fz.im_off = rs->interleaved ? 1 : half;
+      fz.stride = rs->interleaved ? 2 : 1;
+      fz.QD = static_cast<int64_t>(H) * D;
+      fz.kw = kc;
+      fz.vw = vc;
+    }
+    const cuda::FusedRope<TC>* pf = rs ? &fz : nullptr;
+    if (D <= 32)
+      cuda::launch_attention<1, TC>(im, grid, pq, kc, vc, pf, args, args + rows, T, H, rep, D, R, KD, cap, scale,
+                                    splits, po, part);
+    else if (D <= 64)
+      cuda::launch_attention<2, TC>(im, grid, pq, kc, vc, pf, args, args + rows, T, H, rep, D, R, KD, cap, scale,
+                                    splits, po, part);
+    else if (D <= 128)
+      cuda::launch_attention<4, TC>(im, grid, pq, kc, vc, pf, args, args + rows, T, H, rep, D, R, KD, cap, scale,
+                                    splits, po, part);
+    else
+      cuda::launch_attention<8, TC>(im, grid, pq, kc, vc, pf, args, args + rows, T, H, rep, D, R, KD, cap, scale,
+                                    splits, po, part);
+  };
+  if (cache.k.dtype() == DType::BF16)
+    go(cache.k.ptr<uint16_t>(), cache.v.ptr<uint16_t>());
   else
-    MOSHI_ATTN(8);
-#undef MOSHI_ATTN
+    go(f32_of(cache.k, op, "key cache"), f32_of(cache.v, op, "value cache"));
   if (splits > 1)
     launch(im, op, cuda::attention_combine_kernel, dim3(static_cast<unsigned>(rows), static_cast<unsigned>(H)),
            dim3(128), 0, part, po, H, D, splits);
+}
+}  // namespace
+
+void CudaBackend::attention(const Tensor& qkv, const KvCache& cache, const AttnShape& sh, int batch,
+                            const std::vector<int64_t>& pos, const std::vector<int64_t>& lo, Tensor& out) {
+  impl_->enter(__func__);
+  run_attention(*impl_, "attention", qkv, cache, sh, batch, pos, lo, out, nullptr);
+}
+
+void CudaBackend::rope_kv_attention(Tensor& qkv, KvCache& cache, const AttnShape& sh, bool with_rope,
+                                    float max_period, bool interleaved, int batch, const std::vector<int64_t>& pos,
+                                    const std::vector<int64_t>& lo, Tensor& out) {
+  const int64_t R = sh.row(), rows = R ? qkv.numel() / R : 0;
+  if (rows != batch || sh.head_dim % 2 != 0) {  // several rows per stream, or no pairs: the two ops
+    Backend::rope_kv_attention(qkv, cache, sh, with_rope, max_period, interleaved, batch, pos, lo, out);
+    return;
+  }
+  impl_->enter(__func__);
+  const RopeSpec rs{with_rope, max_period, interleaved};
+  run_attention(*impl_, "rope_kv_attention", qkv, cache, sh, batch, pos, lo, out, &rs);
 }
 
 }  // namespace moshi

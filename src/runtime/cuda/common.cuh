@@ -276,6 +276,10 @@ void mma_gemm_glu(Impl& im, const float* x, int64_t N, const Tensor& w, const fl
 // y [N, H] = act(x · gateᵀ) ⊙ (x · upᵀ) for w [2H, in] in one kernel where there is one for the
 // shape (bf16 weights, aligned rows, up to 64 rows); false (nothing done) otherwise. gemv.cu.
 bool matmul_glu(Impl& im, const float* x, int64_t N, const Tensor& w, float* y, Act act, const char* op);
+// y = act(x · wᵀ + bias) in one kernel where there is one for the shape (a few rows, aligned);
+// false (nothing done) otherwise. gemv.cu.
+bool matmul_act(Impl& im, const float* x, int64_t N, const Tensor& w, const float* bias, float* y, Act act,
+                const char* op);
 
 // ---- device helpers --------------------------------------------------------------------------
 

@@ -60,6 +60,7 @@ class CudaBackend final : public Backend {
   void activation(Tensor& x, Act act) override;
   void gated_activation(const Tensor& x, Act act, Tensor& y) override;
   void linear_glu(const Tensor& x, const Tensor& w, Act act, Tensor& t, Tensor& y) override;
+  void linear_act(const Tensor& x, const Tensor& w, const Tensor* bias, Act act, Tensor& y) override;
   void add(const Tensor& a, const Tensor& b, Tensor& y) override;
   void add_scaled(Tensor& x, const Tensor& u, const Tensor* scale) override;
   void transpose_ct(const Tensor& x, Tensor& y) override;
@@ -80,6 +81,9 @@ class CudaBackend final : public Backend {
                     Tensor& y) override;
   void add_layer_norm(Tensor& x, const Tensor& u, const Tensor* scale, const Tensor& w, const Tensor& b, float eps,
                       Tensor& y) override;
+  void rope_kv_attention(Tensor& qkv, KvCache& cache, const AttnShape& s, bool with_rope, float max_period,
+                         bool interleaved, int batch, const std::vector<int64_t>& pos, const std::vector<int64_t>& lo,
+                         Tensor& out) override;
   void attention(const Tensor& qkv, const KvCache& cache, const AttnShape& s, int batch,
                  const std::vector<int64_t>& pos, const std::vector<int64_t>& lo, Tensor& out) override;
   void vq_encode(Tensor& r, const Tensor& codebook, const Tensor& norms, Tensor& codes, int64_t col) override;

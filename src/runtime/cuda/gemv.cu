@@ -80,10 +80,14 @@ __host__ __device__ constexpr int min_blocks(int nr, int tw_bytes) { return tw_b
 // GLU (a gated feed-forward's first product, w [2·out, in]: gate rows then up rows): each warp
 // takes gate row i and up row out + i and writes y[n, i] = act(gate) ⊙ up, as gated_kernel
 // computes it from the two products' results.
-template <typename TW, int NR, bool GLU>
+// kAct: y = act(sum + bias), as the product then activation() compute it.
+enum Epilogue : int { kStore, kGlu, kAct };
+
+template <typename TW, int NR, int EPI>
 __global__ void __launch_bounds__(kThreads, min_blocks(NR, sizeof(TW)))
     gemv_kernel(const float* __restrict__ x, const TW* __restrict__ w, const float* __restrict__ bias,
                 float* __restrict__ y, int64_t in, int64_t out, int ks, Act act) {
+  constexpr bool GLU = EPI == kGlu;
   constexpr int VEC = 16 / sizeof(TW);
   constexpr int R = GLU ? 2 : rows_per_warp(NR);
   constexpr int U = loads_in_flight(R, sizeof(TW));
@@ -182,8 +186,10 @@ __global__ void __launch_bounds__(kThreads, min_blocks(NR, sizeof(TW)))
     for (int r = 0; r < R; ++r)
 #pragma unroll
       for (int n = 0; n < NR; ++n)
-        if (lane == (r * NR + n) % 32 && row0 + r < out)
-          y[n * out + row0 + r] = acc[r][n] + (bias ? bias[row0 + r] : 0.f);
+        if (lane == (r * NR + n) % 32 && row0 + r < out) {
+          const float v = acc[r][n] + (bias ? bias[row0 + r] : 0.f);
+          y[n * out + row0 + r] = EPI == kAct ? apply_act(v, act) : v;
+        }
   }
 }
 
@@ -212,9 +218,10 @@ __global__ void add_bias_kernel(float* __restrict__ y, const float* __restrict__
 }
 
 // GLU: `out` gated outputs of a [2·out, in] weight (see gemv_kernel).
-template <typename TW, int NR, bool GLU = false>
+template <typename TW, int NR, int EPI = kStore>
 void launch_gemv(Impl& im, const float* x, const TW* w, const float* bias, float* y, int64_t in, int64_t out,
                  const char* op, Act act = Act::Identity) {
+  constexpr bool GLU = EPI == kGlu;
   constexpr int VEC = 16 / sizeof(TW);
   constexpr int R = GLU ? 2 : rows_per_warp(NR);
   const int64_t row_groups = GLU ? out : (out + R - 1) / R, nchunks = in / VEC;
@@ -227,15 +234,15 @@ void launch_gemv(Impl& im, const float* x, const TW* w, const float* bias, float
   while (max_ks < kWarps && nchunks / (max_ks * 2) >= 64) max_ks *= 2;
   while (min_ks < max_ks && (nchunks + min_ks - 1) / min_ks > 32 * U) min_ks *= 2;
   const int ks = wave_split(im, (row_groups + kWarps - 1) / kWarps,
-                            blocks_per_sm(im, gemv_kernel<TW, NR, GLU>, kThreads, 0, op), min_ks, max_ks);
+                            blocks_per_sm(im, gemv_kernel<TW, NR, EPI>, kThreads, 0, op), min_ks, max_ks);
   const int64_t groups = kWarps / ks, blocks = (row_groups + groups - 1) / groups;
-  launch_early(im, op, gemv_kernel<TW, NR, GLU>, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, x, w, bias,
+  launch_early(im, op, gemv_kernel<TW, NR, EPI>, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, x, w, bias,
                y, in, out, ks, act);
 }
 
-template <typename TW>
+template <typename TW, int EPI = kStore>
 void gemv_rows(Impl& im, const float* x, int64_t N, const TW* w, const float* bias, float* y, int64_t in,
-               int64_t out, const char* op) {
+               int64_t out, const char* op, Act act = Act::Identity) {
   constexpr int VEC = 16 / sizeof(TW);
   const bool fast = in % VEC == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
                     reinterpret_cast<uintptr_t>(w) % 16 == 0;
@@ -249,14 +256,14 @@ void gemv_rows(Impl& im, const float* x, int64_t N, const TW* w, const float* bi
     const float* xs = x + n0 * in;
     float* ys = y + n0 * out;
     switch (nr) {
-      case 1: launch_gemv<TW, 1>(im, xs, w, bias, ys, in, out, op); break;
-      case 2: launch_gemv<TW, 2>(im, xs, w, bias, ys, in, out, op); break;
-      case 3: launch_gemv<TW, 3>(im, xs, w, bias, ys, in, out, op); break;
-      case 4: launch_gemv<TW, 4>(im, xs, w, bias, ys, in, out, op); break;
-      case 5: launch_gemv<TW, 5>(im, xs, w, bias, ys, in, out, op); break;
-      case 6: launch_gemv<TW, 6>(im, xs, w, bias, ys, in, out, op); break;
-      case 7: launch_gemv<TW, 7>(im, xs, w, bias, ys, in, out, op); break;
-      default: launch_gemv<TW, 8>(im, xs, w, bias, ys, in, out, op); break;
+      case 1: launch_gemv<TW, 1, EPI>(im, xs, w, bias, ys, in, out, op, act); break;
+      case 2: launch_gemv<TW, 2, EPI>(im, xs, w, bias, ys, in, out, op, act); break;
+      case 3: launch_gemv<TW, 3, EPI>(im, xs, w, bias, ys, in, out, op, act); break;
+      case 4: launch_gemv<TW, 4, EPI>(im, xs, w, bias, ys, in, out, op, act); break;
+      case 5: launch_gemv<TW, 5, EPI>(im, xs, w, bias, ys, in, out, op, act); break;
+      case 6: launch_gemv<TW, 6, EPI>(im, xs, w, bias, ys, in, out, op, act); break;
+      case 7: launch_gemv<TW, 7, EPI>(im, xs, w, bias, ys, in, out, op, act); break;
+      default: launch_gemv<TW, 8, EPI>(im, xs, w, bias, ys, in, out, op, act); break;
     }
   }
 }
@@ -305,6 +312,22 @@ void matmul(Impl& im, const float* x, int64_t N, const Tensor& w, const float* b
   if (bias) launch(im, op, add_bias_kernel, dim3(grid_for(im, N * out)), dim3(256), 0, y, bias, N, out);
 }
 
+bool matmul_act(Impl& im, const float* x, int64_t N, const Tensor& w, const float* bias, float* y, Act act,
+                const char* op) {
+  const int64_t out = w.dim(0), in = w.dim(1);
+  const bool bf16 = w.dtype() == DType::BF16;
+  const int vec = bf16 ? 8 : 4;
+  if (N <= 0 || out <= 0 || in % vec != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(w.data()) % 16 != 0 || (bf16 ? N != 1 : N > kGemvRows))
+    return false;
+  MOSHI_CHECK(in <= INT32_MAX && out <= INT32_MAX, "cuda ", op, ": product too large");
+  if (bf16)
+    launch_gemv<uint16_t, 1, kAct>(im, x, w.ptr<uint16_t>(), bias, y, in, out, op, act);
+  else
+    gemv_rows<float, kAct>(im, x, N, w.f32(), bias, y, in, out, op, act);
+  return true;
+}
+
 bool matmul_glu(Impl& im, const float* x, int64_t N, const Tensor& w, float* y, Act act, const char* op) {
   const int64_t rows = w.dim(0), in = w.dim(1), H = rows / 2;
   if (w.dtype() != DType::BF16 || N <= 0 || N > kMaxMmaRows || H <= 0 || in % 32 != 0 ||
@@ -312,13 +335,31 @@ bool matmul_glu(Impl& im, const float* x, int64_t N, const Tensor& w, float* y, 
     return false;
   MOSHI_CHECK(in <= INT32_MAX && rows <= INT32_MAX, "cuda ", op, ": product too large");
   if (N == 1)
-    launch_gemv<uint16_t, 1, true>(im, x, w.ptr<uint16_t>(), nullptr, y, in, H, op, act);
+    launch_gemv<uint16_t, 1, kGlu>(im, x, w.ptr<uint16_t>(), nullptr, y, in, H, op, act);
   else
     mma_gemm_glu(im, x, N, w, nullptr, y, act, op);
   return true;
 }
 
 }  // namespace cuda
+
+void CudaBackend::linear_act(const Tensor& x, const Tensor& w, const Tensor* bias, Act act, Tensor& y) {
+  impl_->enter(__func__);
+  const char* op = "linear_act";
+  cuda::need_cuda(w, op, "weight");
+  MOSHI_CHECK(w.ndim() == 2, "cuda linear_act: weight ", shape_str(w.shape()), " is not a prepared linear weight");
+  const int64_t out = w.dim(0), in = w.dim(1), N = in ? x.numel() / in : 0;
+  MOSHI_CHECK(x.numel() == N * in && y.numel() == N * out, "linear_act: shapes ", shape_str(x.shape()), " x ",
+              shape_str(w.shape()), " -> ", shape_str(y.shape()));
+  const float* pb = nullptr;
+  if (bias) {
+    pb = cuda::f32_of(*bias, op, "bias");
+    MOSHI_CHECK(bias->numel() == out, "cuda linear_act: bias of ", bias->numel(), " for ", out, " outputs");
+  }
+  if (cuda::matmul_act(*impl_, cuda::f32_of(x, op, "input"), N, w, pb, cuda::f32_of(y, op, "output"), act, op)) return;
+  linear(x, w, bias, y);
+  activation(y, act);
+}
 
 void CudaBackend::linear_glu(const Tensor& x, const Tensor& w, Act act, Tensor& t, Tensor& y) {
   impl_->enter(__func__);
