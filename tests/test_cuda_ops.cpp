@@ -246,6 +246,41 @@ TEST_F(CudaOps, LinearActMatchesCpu) {
   }
 }
 
+// The conv step over act(x) (ELU gathered with the conv's input and history where the backend
+// fuses it; pointwise convs compose it) against the CPU's elu, conv1d and history update.
+TEST_F(CudaOps, Conv1dStepWithInputActivationMatchesCpu) {
+  struct S {
+    int B, cin, cout, K, stride, dil, groups, T;
+  };
+  const S shapes[] = {{2, 8, 8, 3, 1, 2, 1, 40}, {1, 64, 128, 8, 4, 1, 1, 32}, {1, 512, 512, 4, 2, 1, 1, 8},
+                      {2, 16, 16, 3, 1, 1, 16, 10}, {1, 64, 32, 7, 1, 1, 1, 2}, {2, 6, 5, 1, 1, 1, 1, 9}};
+  uint64_t seed = 2100;
+  for (const S& s : shapes)
+    for (Act act : {Act::Elu, Act::Identity})
+      for (bool with_bias : {false, true}) {
+        SCOPED_TRACE(testing::Message() << "B " << s.B << " " << s.cin << "->" << s.cout << " K " << s.K
+                                        << " stride " << s.stride << " groups " << s.groups << " T " << s.T
+                                        << (act == Act::Elu ? " elu" : "") << (with_bias ? " +bias" : ""));
+        const Tensor w = rand_t({s.cout, s.cin / s.groups, s.K}, seed++, 0.3f);
+        const Pair pw{C().prepare_conv(w, s.groups), G().prepare_conv(w, s.groups)};
+        const Pair b = both(rand_t({s.cout}, seed++));
+        const int64_t P = (s.K - 1) * s.dil + 1 - s.stride;
+        Pair prev = zeros({s.B, s.cin, P});
+        for (int call = 0; call < 3; ++call) {
+          const Pair x = both(rand_t({s.B, s.cin, s.T}, seed++, 2.f));
+          Pair y = zeros({s.B, s.cout, s.T / s.stride}), scratch = zeros({s.B, s.cin, s.T});
+          C().conv1d_step(prev.c, x.c, act, pw.c, with_bias ? &b.c : nullptr, s.cin, s.cout, s.K, s.stride, s.dil,
+                          s.groups, scratch.c, y.c);
+          G().conv1d_step(prev.g, x.g, act, pw.g, with_bias ? &b.g : nullptr, s.cin, s.cout, s.K, s.stride, s.dil,
+                          s.groups, scratch.g, y.g);
+          EXPECT_LE(err(y), tol::kSum) << "call " << call;
+          if (P) {
+            EXPECT_LE(err(prev), tol::kPointwise) << "call " << call;  // expm1f vs glibc: an ulp
+          }
+        }
+      }
+}
+
 TEST_F(CudaOps, Conv1dStreamsLikeCpu) {
   struct S {
     int B, cin, cout, K, stride, dil, groups, T;

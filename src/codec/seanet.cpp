@@ -97,13 +97,23 @@ Tensor& Seanet::forward(Backend& be, const Tensor& x, State& st) const {
     cur_id = id;
     return t;
   };
-  for (const Step& s : steps_) {
+  // An ELU right before a conv is applied by the conv step on its input (backends that fuse
+  // it skip a pass; the others compose it in `scratch`).
+  bool elu_pending = false;
+  for (size_t i = 0; i < steps_.size(); ++i) {
+    const Step& s = steps_[i];
     const int64_t C = cur->dim(1), T = cur->dim(2);
     switch (s.kind) {
       case Kind::Conv: {
         const ConvSpec& sp = convs_[s.a].spec();
         Tensor& y = next(sp.cout, T / sp.stride);
-        convs_[s.a].forward(be, *cur, y, st.convs[s.a]);
+        if (elu_pending) {
+          Tensor& scratch = st.ws.f32(be, 5, {B, C, T});
+          convs_[s.a].forward(be, *cur, y, st.convs[s.a], Act::Elu, &scratch);
+          elu_pending = false;
+        } else {
+          convs_[s.a].forward(be, *cur, y, st.convs[s.a]);
+        }
         cur = &y;
         break;
       }
@@ -115,6 +125,11 @@ Tensor& Seanet::forward(Backend& be, const Tensor& x, State& st) const {
         break;
       }
       case Kind::Elu: {
+        if (i + 1 < steps_.size() && steps_[i + 1].kind == Kind::Conv &&
+            !convs_[steps_[i + 1].a].spec().replicate) {
+          elu_pending = true;
+          break;
+        }
         if (cur == &x) {  // never write into the caller's input
           Tensor& y = next(C, T);
           be.elu(*cur, y);
@@ -128,10 +143,10 @@ Tensor& Seanet::forward(Backend& be, const Tensor& x, State& st) const {
         const int64_t hidden = convs_[s.a].spec().cout;
         Tensor& act = st.ws.f32(be, 2, {B, C, T});
         Tensor& mid = st.ws.f32(be, 3, {B, hidden, T});
-        be.elu(*cur, act);
-        convs_[s.a].forward(be, act, mid, st.convs[s.a]);
-        be.elu(mid, mid);
-        convs_[s.b].forward(be, mid, act, st.convs[s.b]);  // act now holds the branch output
+        Tensor& scratch_in = st.ws.f32(be, 5, {B, C, T});
+        Tensor& scratch_mid = st.ws.f32(be, 6, {B, hidden, T});
+        convs_[s.a].forward(be, *cur, mid, st.convs[s.a], Act::Elu, &scratch_in);  // conv(elu(x))
+        convs_[s.b].forward(be, mid, act, st.convs[s.b], Act::Elu, &scratch_mid);  // act: the branch output
         if (cur == &x) {
           Tensor& y = next(C, T);
           be.copy(y, x);

@@ -33,11 +33,18 @@ void StreamingConv1d::reset(Backend& be, State& st, int stream) const {
   st.first[stream] = 1;
 }
 
-void StreamingConv1d::forward(Backend& be, const Tensor& x, Tensor& y, State& st) const {
-  if (spec_.replicate) be.conv_history_replicate(st.prev, x, st.first);
-  be.conv1d(st.prev, x, w_, spec_.bias ? &b_ : nullptr, spec_.cin, spec_.cout, spec_.kernel, spec_.stride,
-            spec_.dilation, spec_.groups, y);
-  be.conv_history_update(st.prev, x);
+void StreamingConv1d::forward(Backend& be, const Tensor& x, Tensor& y, State& st, Act act, Tensor* scratch) const {
+  MOSHI_CHECK(act == Act::Identity || (!spec_.replicate && scratch),
+              "streaming conv: an input activation needs scratch and no replicate padding");
+  if (act == Act::Identity) {
+    if (spec_.replicate) be.conv_history_replicate(st.prev, x, st.first);
+    be.conv1d(st.prev, x, w_, spec_.bias ? &b_ : nullptr, spec_.cin, spec_.cout, spec_.kernel, spec_.stride,
+              spec_.dilation, spec_.groups, y);
+    be.conv_history_update(st.prev, x);
+  } else {
+    be.conv1d_step(st.prev, x, act, w_, spec_.bias ? &b_ : nullptr, spec_.cin, spec_.cout, spec_.kernel, spec_.stride,
+                   spec_.dilation, spec_.groups, *scratch, y);
+  }
   std::fill(st.first.begin(), st.first.end(), 0);
 }
 

@@ -28,8 +28,11 @@ class StreamingConv1d {
   };
   State new_state(Backend& be, int batch) const;
   void reset(Backend& be, State& st, int stream) const;
-  // x [B, Cin, T] -> y [B, Cout, T/stride]; T must be a multiple of the stride.
-  void forward(Backend& be, const Tensor& x, Tensor& y, State& st) const;
+  // x [B, Cin, T] -> y [B, Cout, T/stride]; T must be a multiple of the stride. With `act`, the
+  // conv runs over act(x) (replicate-padded convs take no activation); `scratch` [B, Cin, T]
+  // holds act(x) where the backend does not fuse it.
+  void forward(Backend& be, const Tensor& x, Tensor& y, State& st, Act act = Act::Identity,
+               Tensor* scratch = nullptr) const;
 
  private:
   ConvSpec spec_;

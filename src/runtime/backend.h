@@ -158,6 +158,24 @@ class Backend {
       embedding(*tables[k], part, out, k > 0);
     }
   }
+  // One streaming conv step over act(x) (x itself for Identity; Elu as elu()): conv1d(prev,
+  // act(x), ..., y) then conv_history_update(prev, act(x)). `scratch` [B, Cin, T] holds act(x)
+  // where the backend composes the ops.
+  virtual void conv1d_step(Tensor& prev, const Tensor& x, Act act, const Tensor& w, const Tensor* bias, int cin,
+                           int cout, int kernel, int stride, int dilation, int groups, Tensor& scratch, Tensor& y) {
+    const Tensor* in = &x;
+    if (act != Act::Identity) {
+      if (act == Act::Elu) {
+        elu(x, scratch);
+      } else {
+        copy(scratch, x);
+        activation(scratch, act);
+      }
+      in = &scratch;
+    }
+    conv1d(prev, *in, w, bias, cin, cout, kernel, stride, dilation, groups, y);
+    conv_history_update(prev, *in);
+  }
   // add_scaled(x, u, scale) then layer_norm(x, w, b, eps, y).
   virtual void add_layer_norm(Tensor& x, const Tensor& u, const Tensor* scale, const Tensor& w, const Tensor& b,
                               float eps, Tensor& y) {

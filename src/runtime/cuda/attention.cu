@@ -24,6 +24,7 @@ constexpr int kAttnWarps = 4;
 constexpr int kKeysPerIter = 4;
 constexpr int kMaxHeadDim = 256;
 constexpr int kMaxSplits = 64;
+constexpr int64_t kMinSplits = 4;  // fewer: no split
 constexpr int64_t kMinKeysPerSplit = 128;
 
 // Pair i of each q and k head: (2i, 2i+1) interleaved (im_off 1, stride 2) or (i, i + D/2).
@@ -500,11 +501,12 @@ void run_attention(cuda::Impl& im, const char* op, const Tensor& qkv, const KvCa
   // Split windows as long as the cache when batch x heads blocks alone are too few to keep
   // enough reads in flight (~6 blocks of 4 warps per SM). The split count follows the
   // capacity, never the positions, so that a recorded stage keeps its launch shape; each row
-  // divides its own window among the splits.
+  // divides its own window among the splits. Caches of a few hundred keys (Mimi's) stay whole:
+  // a second launch to combine the splits costs more than the longer walk.
   const int64_t blocks = rows * H, want = 6 * static_cast<int64_t>(im.sms);
+  const int64_t by_keys = (cap + cuda::kMinKeysPerSplit - 1) / cuda::kMinKeysPerSplit;
   int splits = 1;
-  if (blocks < want) {
-    const int64_t by_keys = (cap + cuda::kMinKeysPerSplit - 1) / cuda::kMinKeysPerSplit;
+  if (blocks < want && by_keys >= cuda::kMinSplits) {
     splits = static_cast<int>(
         std::max<int64_t>(1, std::min<int64_t>({(want + blocks - 1) / blocks, by_keys, cuda::kMaxSplits})));
   }

@@ -17,35 +17,40 @@ namespace moshi {
 namespace cuda {
 namespace {
 
-// concat(prev, x)[b, c, u]
+// concat(prev, act(x))[b, c, u]: the history already holds activated values.
 __device__ __forceinline__ float src_at(const float* prev, const float* x, int64_t b, int64_t c, int64_t u,
-                                        int64_t cin, int64_t P, int64_t T) {
-  return u < P ? prev[(b * cin + c) * P + u] : x[(b * cin + c) * T + (u - P)];
+                                        int64_t cin, int64_t P, int64_t T, Act act) {
+  return u < P ? prev[(b * cin + c) * P + u] : apply_act(x[(b * cin + c) * T + (u - P)], act);
 }
 
-// col[b, ci·K + k, t] = concat(prev, x)[b, ci, t·stride + k·dilation]
+// col[b, ci·K + k, t] = concat(prev, act(x))[b, ci, t·stride + k·dilation]; with `bias`, also
+// y[b, co, t] = bias[co] (the product then adds onto it).
 __global__ void im2col_kernel(const float* __restrict__ prev, const float* __restrict__ x, float* __restrict__ col,
                               int64_t B, int64_t cin, int64_t P, int64_t T, int64_t K, int64_t Tout, int stride,
-                              int dilation) {
+                              int dilation, Act act, const float* __restrict__ bias, float* __restrict__ y,
+                              int64_t cout) {
   const int64_t CK = cin * K;
   MOSHI_GRID_STRIDE(i, B * CK * Tout) {
     const int64_t t = i % Tout, j = (i / Tout) % CK, b = i / (Tout * CK);
     const int64_t ci = j / K, k = j % K;
-    col[i] = src_at(prev, x, b, ci, t * stride + k * dilation, cin, P, T);
+    col[i] = src_at(prev, x, b, ci, t * stride + k * dilation, cin, P, T, act);
+  }
+  if (bias) {
+    MOSHI_GRID_STRIDE(i, B * cout * Tout) y[i] = bias[(i / Tout) % cout];
   }
 }
 
 __global__ void conv_grouped_kernel(const float* __restrict__ prev, const float* __restrict__ x,
                                     const float* __restrict__ w, const float* __restrict__ bias, float* __restrict__ y,
                                     int64_t B, int64_t cin, int64_t cout, int64_t P, int64_t T, int64_t K,
-                                    int64_t Tout, int stride, int dilation, int groups) {
+                                    int64_t Tout, int stride, int dilation, int groups, Act act) {
   const int64_t cig = cin / groups, cog = cout / groups;
   MOSHI_GRID_STRIDE(i, B * cout * Tout) {
     const int64_t t = i % Tout, co = (i / Tout) % cout, b = i / (Tout * cout), g = co / cog;
     float s = bias ? bias[co] : 0.f;
     for (int64_t ci = 0; ci < cig; ++ci)
       for (int64_t k = 0; k < K; ++k)
-        s += w[(co * cig + ci) * K + k] * src_at(prev, x, b, g * cig + ci, t * stride + k * dilation, cin, P, T);
+        s += w[(co * cig + ci) * K + k] * src_at(prev, x, b, g * cig + ci, t * stride + k * dilation, cin, P, T, act);
     y[i] = s;
   }
 }
@@ -56,12 +61,12 @@ __global__ void add_channel_bias_kernel(float* __restrict__ y, const float* __re
   MOSHI_GRID_STRIDE(i, B * C * T) { y[i] += bias[(i / T) % C]; }
 }
 
-// dst[bc, j] = last P frames of concat(prev, x) (dst may be prev itself when T >= P).
+// dst[bc, j] = last P frames of concat(prev, act(x)) (dst may be prev itself when T >= P).
 __global__ void history_kernel(const float* prev, const float* __restrict__ x, float* dst, int64_t BC,
-                               int64_t P, int64_t T) {
+                               int64_t P, int64_t T, Act act) {
   MOSHI_GRID_STRIDE(i, BC * P) {
     const int64_t j = i % P, bc = i / P, u = T + j;
-    dst[i] = u < P ? prev[bc * P + u] : x[bc * T + (u - P)];
+    dst[i] = u < P ? prev[bc * P + u] : apply_act(x[bc * T + (u - P)], act);
   }
 }
 
@@ -113,11 +118,10 @@ __global__ void convtr_overlap_kernel(const float* __restrict__ z, const float* 
 using cuda::grid_for;
 using cuda::launch;
 
-void CudaBackend::conv1d(const Tensor& prev, const Tensor& x, const Tensor& w, const Tensor* bias, int cin, int cout,
-                         int kernel, int stride, int dilation, int groups, Tensor& y) {
-  impl_->enter(__func__);
-  cuda::Impl& im = *impl_;
-  const char* op = "conv1d";
+namespace {
+// conv1d over concat(prev, act(x)).
+void run_conv1d(cuda::Impl& im, const char* op, const Tensor& prev, const Tensor& x, Act act, const Tensor& w,
+                const Tensor* bias, int cin, int cout, int kernel, int stride, int dilation, int groups, Tensor& y) {
   const int64_t B = x.dim(0), T = x.dim(2), P = prev.numel() ? prev.dim(2) : 0, Tout = T / stride;
   MOSHI_CHECK(x.dim(1) == cin && T % stride == 0 && P == (kernel - 1) * dilation + 1 - stride && y.dim(0) == B &&
                   y.dim(1) == cout && y.dim(2) == Tout,
@@ -135,50 +139,77 @@ void CudaBackend::conv1d(const Tensor& prev, const Tensor& x, const Tensor& w, c
   if (B * Tout * cout == 0) return;
   if (groups != 1) {
     launch(im, op, cuda::conv_grouped_kernel, dim3(grid_for(im, B * cout * Tout)), dim3(256), 0, pp, px, pw, pb, py,
-           B, int64_t{cin}, int64_t{cout}, P, T, int64_t{kernel}, Tout, stride, dilation, groups);
+           B, int64_t{cin}, int64_t{cout}, P, T, int64_t{kernel}, Tout, stride, dilation, groups, act);
     return;
   }
   const int64_t CK = static_cast<int64_t>(cin) * kernel;
   const float* col = px;  // a pointwise conv without history reads x as it is
-  if (!(P == 0 && kernel == 1 && stride == 1)) {
+  const bool gathered = !(P == 0 && kernel == 1 && stride == 1);
+  MOSHI_CHECK(gathered || act == Act::Identity, "cuda conv1d: an input activation needs a gathered conv");
+  if (gathered) {  // the gather also starts y at the bias, which the product then adds onto
     float* c = im.ensure_t<float>(cuda::kCol, B * CK * Tout, op);
-    launch(im, op, cuda::im2col_kernel, dim3(grid_for(im, B * CK * Tout)), dim3(256), 0, pp, px, c, B, int64_t{cin},
-           P, T, int64_t{kernel}, Tout, stride, dilation);
+    launch(im, op, cuda::im2col_kernel, dim3(grid_for(im, std::max(B * CK * Tout, B * cout * Tout))), dim3(256), 0,
+           pp, px, c, B, int64_t{cin}, P, T, int64_t{kernel}, Tout, stride, dilation, act, pb, py, int64_t{cout});
     col = c;
   }
   MOSHI_CHECK(CK <= INT32_MAX && Tout <= INT32_MAX && B <= INT32_MAX, "cuda conv1d: too large");
   // Column-major view: y_b [Tout, Cout] (ld Tout) = col_b [Tout, CK] (ld Tout) · W [CK, Cout] (ld CK).
   const float one = 1.f, zero = 0.f;
-  im.note(0xb1a6u ^ (static_cast<uint64_t>(CK) << 16) ^ (static_cast<uint64_t>(Tout) << 40));
+  const bool onto_bias = gathered && pb;
+  im.note(0xb1a6u ^ (static_cast<uint64_t>(CK) << 16) ^ (static_cast<uint64_t>(Tout) << 40) ^ (onto_bias ? 1u : 0u));
   if (im.live())
   MOSHI_CUDA_CHECK(op, cublasGemmStridedBatchedEx(
                            im.blas, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(Tout), cout, static_cast<int>(CK), &one,
                            col, CUDA_R_32F, static_cast<int>(Tout), CK * Tout, pw, CUDA_R_32F, static_cast<int>(CK), 0,
-                           &zero, py, CUDA_R_32F, static_cast<int>(Tout), static_cast<int64_t>(cout) * Tout,
-                           static_cast<int>(B), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-  if (pb)
+                           onto_bias ? &one : &zero, py, CUDA_R_32F, static_cast<int>(Tout),
+                           static_cast<int64_t>(cout) * Tout, static_cast<int>(B), CUBLAS_COMPUTE_32F,
+                           CUBLAS_GEMM_DEFAULT));
+  if (pb && !gathered)
     launch(im, op, cuda::add_channel_bias_kernel, dim3(grid_for(im, B * cout * Tout)), dim3(256), 0, py, pb, B,
            int64_t{cout}, Tout);
 }
 
-void CudaBackend::conv_history_update(Tensor& prev, const Tensor& x) {
+// prev <- the last P frames of concat(prev, act(x)).
+void run_history(cuda::Impl& im, const char* op, Tensor& prev, const Tensor& x, Act act) {
   if (prev.numel() == 0) return;
-  impl_->enter(__func__);
-  cuda::Impl& im = *impl_;
-  const char* op = "conv_history_update";
   const int64_t B = x.dim(0), C = x.dim(1), T = x.dim(2), P = prev.dim(2);
   MOSHI_CHECK(prev.dim(0) == B && prev.dim(1) == C, "conv_history_update: history ", shape_str(prev.shape()),
               " does not match input ", shape_str(x.shape()));
   float* pp = cuda::f32_of(prev, op, "history");
   const float* px = cuda::f32_of(x, op, "input");
   if (T >= P) {  // all from x: in place
-    launch(im, op, cuda::history_kernel, dim3(grid_for(im, B * C * P)), dim3(256), 0, pp, px, pp, B * C, P, T);
+    launch(im, op, cuda::history_kernel, dim3(grid_for(im, B * C * P)), dim3(256), 0, pp, px, pp, B * C, P, T, act);
     return;
   }
   float* tmp = im.ensure_t<float>(cuda::kTmp, B * C * P, op);
-  launch(im, op, cuda::history_kernel, dim3(grid_for(im, B * C * P)), dim3(256), 0, pp, px, tmp, B * C, P, T);
+  launch(im, op, cuda::history_kernel, dim3(grid_for(im, B * C * P)), dim3(256), 0, pp, px, tmp, B * C, P, T, act);
   im.note(0xc0c1u + prev.nbytes());
   if (im.live()) MOSHI_CUDA_CHECK(op, cudaMemcpyAsync(pp, tmp, prev.nbytes(), cudaMemcpyDeviceToDevice, im.stream));
+}
+}  // namespace
+
+void CudaBackend::conv1d(const Tensor& prev, const Tensor& x, const Tensor& w, const Tensor* bias, int cin, int cout,
+                         int kernel, int stride, int dilation, int groups, Tensor& y) {
+  impl_->enter(__func__);
+  run_conv1d(*impl_, "conv1d", prev, x, Act::Identity, w, bias, cin, cout, kernel, stride, dilation, groups, y);
+}
+
+void CudaBackend::conv_history_update(Tensor& prev, const Tensor& x) {
+  impl_->enter(__func__);
+  run_history(*impl_, "conv_history_update", prev, x, Act::Identity);
+}
+
+void CudaBackend::conv1d_step(Tensor& prev, const Tensor& x, Act act, const Tensor& w, const Tensor* bias, int cin,
+                              int cout, int kernel, int stride, int dilation, int groups, Tensor& scratch, Tensor& y) {
+  const int64_t P = prev.numel() ? prev.dim(2) : 0;
+  if (groups == 1 && P == 0 && kernel == 1 && stride == 1 && act != Act::Identity) {  // a pointwise product of x
+    Backend::conv1d_step(prev, x, act, w, bias, cin, cout, kernel, stride, dilation, groups, scratch, y);
+    return;
+  }
+  impl_->enter(__func__);
+  // The conv reads the history before it is replaced: two launches in stream order.
+  run_conv1d(*impl_, "conv1d_step", prev, x, act, w, bias, cin, cout, kernel, stride, dilation, groups, y);
+  run_history(*impl_, "conv1d_step", prev, x, act);
 }
 
 void CudaBackend::conv_history_replicate(Tensor& prev, const Tensor& x, const std::vector<uint8_t>& first) {
