@@ -263,6 +263,7 @@ TEST_F(CudaOps, LinearActMatchesCpu) {
 // Streaming convs step by step against the CPU, three ways: conv1d + conv_history_update, and
 // conv1d_step over x and over elu(x) (ELU gathered with the conv's input and history where the
 // backend fuses it; pointwise convs compose it). Replicate-padded convs take no activation.
+// Shapes with up to 8 output rows (B·Tout) take the few-step product, the others cuBLAS.
 TEST_F(CudaOps, Conv1dStreamsLikeCpu) {
   struct S {
     int B, cin, cout, K, stride, dil, groups, T;
@@ -273,7 +274,8 @@ TEST_F(CudaOps, Conv1dStreamsLikeCpu) {
                       {2, 64, 128, 12, 6, 1, 1, 36, false}, {1, 128, 256, 16, 8, 1, 1, 32, false},
                       {1, 512, 512, 4, 2, 1, 1, 8, false},  {2, 16, 16, 3, 1, 1, 16, 10, false},
                       {1, 8, 12, 3, 1, 1, 4, 20, true},     {1, 64, 32, 7, 1, 1, 1, 2, false},
-                      {2, 6, 5, 1, 1, 1, 1, 9, false},      {1, 512, 1024, 3, 1, 1, 1, 4, false}};
+                      {2, 6, 5, 1, 1, 1, 1, 9, false},      {1, 512, 1024, 3, 1, 1, 1, 4, false},
+                      {2, 64, 96, 4, 2, 1, 1, 6, false}};
   enum Way { kOps, kStep, kStepElu };
   uint64_t seed = 100;
   for (const S& s : shapes)

@@ -281,6 +281,14 @@ bool matmul_glu(Impl& im, const float* x, int64_t N, const Tensor& w, float* y, 
 bool matmul_act(Impl& im, const float* x, int64_t N, const Tensor& w, const float* bias, float* y, Act act,
                 const char* op);
 
+// A convolution's few output steps as one weight-streaming pass: y [B, out, tout] (channels
+// first, + bias) from the rows x [B·tout, in] (row b·tout + t: stream b's step t, im2col'd) and
+// w [out, in] f32, where gemv_channels_fits (up to 8 rows, `in` a multiple of 4, aligned w;
+// x must be 16-byte aligned). gemv.cu.
+bool gemv_channels_fits(int64_t N, int64_t in, const float* w);
+void gemv_channels(Impl& im, const float* x, int64_t N, const float* w, const float* bias, float* y, int64_t in,
+                   int64_t out, int64_t tout, const char* op);
+
 // ---- device helpers --------------------------------------------------------------------------
 
 __device__ __forceinline__ float bf16_bits_to_f32(uint16_t h) {

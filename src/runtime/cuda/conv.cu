@@ -23,15 +23,17 @@ __device__ __forceinline__ float src_at(const float* prev, const float* x, int64
   return u < P ? prev[(b * cin + c) * P + u] : apply_act(x[(b * cin + c) * T + (u - P)], act);
 }
 
-// col[b, ci·K + k, t] = concat(prev, act(x))[b, ci, t·stride + k·dilation]; with `bias`, also
-// y[b, co, t] = bias[co] (the product then adds onto it).
+// col[b, ci·K + k, t] = concat(prev, act(x))[b, ci, t·stride + k·dilation] (time_major:
+// col[b, t, ci·K + k], the rows of a few-step product); with `bias`, also y[b, co, t] = bias[co]
+// (the product then adds onto it).
 __global__ void im2col_kernel(const float* __restrict__ prev, const float* __restrict__ x, float* __restrict__ col,
                               int64_t B, int64_t cin, int64_t P, int64_t T, int64_t K, int64_t Tout, int stride,
                               int dilation, Act act, const float* __restrict__ bias, float* __restrict__ y,
-                              int64_t cout) {
+                              int64_t cout, bool time_major) {
   const int64_t CK = cin * K;
   MOSHI_GRID_STRIDE(i, B * CK * Tout) {
-    const int64_t t = i % Tout, j = (i / Tout) % CK, b = i / (Tout * CK);
+    const int64_t t = time_major ? (i / CK) % Tout : i % Tout, j = time_major ? i % CK : (i / Tout) % CK,
+                  b = i / (Tout * CK);
     const int64_t ci = j / K, k = j % K;
     col[i] = src_at(prev, x, b, ci, t * stride + k * dilation, cin, P, T, act);
   }
@@ -146,10 +148,22 @@ void run_conv1d(cuda::Impl& im, const char* op, const Tensor& prev, const Tensor
   const float* col = px;  // a pointwise conv without history reads x as it is
   const bool gathered = !(P == 0 && kernel == 1 && stride == 1);
   MOSHI_CHECK(gathered || act == Act::Identity, "cuda conv1d: an input activation needs a gathered conv");
+  // A few output steps (Mimi's 12.5 and 25 Hz layers): the gathered steps are the rows of one
+  // weight-streaming pass that writes y channels-first with its bias (cuBLAS would split the
+  // long reduction over several kernels and read at a fraction of the bandwidth).
+  if (gathered && cuda::gemv_channels_fits(B * Tout, CK, pw)) {
+    float* c = im.ensure_t<float>(cuda::kCol, B * CK * Tout, op);
+    launch(im, op, cuda::im2col_kernel, dim3(grid_for(im, B * CK * Tout)), dim3(256), 0, pp, px, c, B, int64_t{cin},
+           P, T, int64_t{kernel}, Tout, stride, dilation, act, static_cast<const float*>(nullptr), py, int64_t{cout},
+           true);
+    cuda::gemv_channels(im, c, B * Tout, pw, pb, py, CK, cout, Tout, op);
+    return;
+  }
   if (gathered) {  // the gather also starts y at the bias, which the product then adds onto
     float* c = im.ensure_t<float>(cuda::kCol, B * CK * Tout, op);
     launch(im, op, cuda::im2col_kernel, dim3(grid_for(im, std::max(B * CK * Tout, B * cout * Tout))), dim3(256), 0,
-           pp, px, c, B, int64_t{cin}, P, T, int64_t{kernel}, Tout, stride, dilation, act, pb, py, int64_t{cout});
+           pp, px, c, B, int64_t{cin}, P, T, int64_t{kernel}, Tout, stride, dilation, act, pb, py, int64_t{cout},
+           false);
     col = c;
   }
   MOSHI_CHECK(CK <= INT32_MAX && Tout <= INT32_MAX && B <= INT32_MAX, "cuda conv1d: too large");

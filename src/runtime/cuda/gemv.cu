@@ -81,12 +81,14 @@ __host__ __device__ constexpr int min_blocks(int nr, int tw_bytes) { return tw_b
 // takes gate row i and up row out + i and writes y[n, i] = act(gate) ⊙ up, as gated_kernel
 // computes it from the two products' results.
 // kAct: y = act(sum + bias), as the product then activation() compute it.
-enum Epilogue : int { kStore, kGlu, kAct };
+// kChannels: row n = b·tout + t of x is time step t of stream b, and y is channels-first
+// [B, out, tout] (a convolution's few output steps: gemv_channels).
+enum Epilogue : int { kStore, kGlu, kAct, kChannels };
 
 template <typename TW, int NR, int EPI>
 __global__ void __launch_bounds__(kThreads, min_blocks(NR, sizeof(TW)))
     gemv_kernel(const float* __restrict__ x, const TW* __restrict__ w, const float* __restrict__ bias,
-                float* __restrict__ y, int64_t in, int64_t out, int ks, Act act) {
+                float* __restrict__ y, int64_t in, int64_t out, int ks, Act act, int64_t tout) {
   constexpr bool GLU = EPI == kGlu;
   constexpr int VEC = 16 / sizeof(TW);
   constexpr int R = GLU ? 2 : rows_per_warp(NR);
@@ -188,7 +190,10 @@ __global__ void __launch_bounds__(kThreads, min_blocks(NR, sizeof(TW)))
       for (int n = 0; n < NR; ++n)
         if (lane == (r * NR + n) % 32 && row0 + r < out) {
           const float v = acc[r][n] + (bias ? bias[row0 + r] : 0.f);
-          y[n * out + row0 + r] = EPI == kAct ? apply_act(v, act) : v;
+          if (EPI == kChannels)
+            y[((n / tout) * out + row0 + r) * tout + n % tout] = v;
+          else
+            y[n * out + row0 + r] = EPI == kAct ? apply_act(v, act) : v;
         }
   }
 }
@@ -220,7 +225,7 @@ __global__ void add_bias_kernel(float* __restrict__ y, const float* __restrict__
 // GLU: `out` gated outputs of a [2·out, in] weight (see gemv_kernel).
 template <typename TW, int NR, int EPI = kStore>
 void launch_gemv(Impl& im, const float* x, const TW* w, const float* bias, float* y, int64_t in, int64_t out,
-                 const char* op, Act act = Act::Identity) {
+                 const char* op, Act act = Act::Identity, int64_t tout = 1) {
   constexpr bool GLU = EPI == kGlu;
   constexpr int VEC = 16 / sizeof(TW);
   constexpr int R = GLU ? 2 : rows_per_warp(NR);
@@ -237,12 +242,12 @@ void launch_gemv(Impl& im, const float* x, const TW* w, const float* bias, float
                             blocks_per_sm(im, gemv_kernel<TW, NR, EPI>, kThreads, 0, op), min_ks, max_ks);
   const int64_t groups = kWarps / ks, blocks = (row_groups + groups - 1) / groups;
   launch_early(im, op, gemv_kernel<TW, NR, EPI>, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, x, w, bias,
-               y, in, out, ks, act);
+               y, in, out, ks, act, tout);
 }
 
 template <typename TW, int EPI = kStore>
 void gemv_rows(Impl& im, const float* x, int64_t N, const TW* w, const float* bias, float* y, int64_t in,
-               int64_t out, const char* op, Act act = Act::Identity) {
+               int64_t out, const char* op, Act act = Act::Identity, int64_t tout = 1) {
   constexpr int VEC = 16 / sizeof(TW);
   const bool fast = in % VEC == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
                     reinterpret_cast<uintptr_t>(w) % 16 == 0;
@@ -256,14 +261,14 @@ void gemv_rows(Impl& im, const float* x, int64_t N, const TW* w, const float* bi
     const float* xs = x + n0 * in;
     float* ys = y + n0 * out;
     switch (nr) {
-      case 1: launch_gemv<TW, 1, EPI>(im, xs, w, bias, ys, in, out, op, act); break;
-      case 2: launch_gemv<TW, 2, EPI>(im, xs, w, bias, ys, in, out, op, act); break;
-      case 3: launch_gemv<TW, 3, EPI>(im, xs, w, bias, ys, in, out, op, act); break;
-      case 4: launch_gemv<TW, 4, EPI>(im, xs, w, bias, ys, in, out, op, act); break;
-      case 5: launch_gemv<TW, 5, EPI>(im, xs, w, bias, ys, in, out, op, act); break;
-      case 6: launch_gemv<TW, 6, EPI>(im, xs, w, bias, ys, in, out, op, act); break;
-      case 7: launch_gemv<TW, 7, EPI>(im, xs, w, bias, ys, in, out, op, act); break;
-      default: launch_gemv<TW, 8, EPI>(im, xs, w, bias, ys, in, out, op, act); break;
+      case 1: launch_gemv<TW, 1, EPI>(im, xs, w, bias, ys, in, out, op, act, tout); break;
+      case 2: launch_gemv<TW, 2, EPI>(im, xs, w, bias, ys, in, out, op, act, tout); break;
+      case 3: launch_gemv<TW, 3, EPI>(im, xs, w, bias, ys, in, out, op, act, tout); break;
+      case 4: launch_gemv<TW, 4, EPI>(im, xs, w, bias, ys, in, out, op, act, tout); break;
+      case 5: launch_gemv<TW, 5, EPI>(im, xs, w, bias, ys, in, out, op, act, tout); break;
+      case 6: launch_gemv<TW, 6, EPI>(im, xs, w, bias, ys, in, out, op, act, tout); break;
+      case 7: launch_gemv<TW, 7, EPI>(im, xs, w, bias, ys, in, out, op, act, tout); break;
+      default: launch_gemv<TW, 8, EPI>(im, xs, w, bias, ys, in, out, op, act, tout); break;
     }
   }
 }
@@ -310,6 +315,18 @@ void matmul(Impl& im, const float* x, int64_t N, const Tensor& w, const float* b
     sgemm_rows(im, x, N, w.f32(), y, in, out, out, op);
   }
   if (bias) launch(im, op, add_bias_kernel, dim3(grid_for(im, N * out)), dim3(256), 0, y, bias, N, out);
+}
+
+bool gemv_channels_fits(int64_t N, int64_t in, const float* w) {
+  return N >= 1 && N <= kGemvRows && in % 4 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
+}
+
+void gemv_channels(Impl& im, const float* x, int64_t N, const float* w, const float* bias, float* y, int64_t in,
+                   int64_t out, int64_t tout, const char* op) {
+  MOSHI_CHECK(gemv_channels_fits(N, in, w) && N % tout == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                  in <= INT32_MAX && out <= INT32_MAX,
+              "cuda ", op, ": no channels-first product for ", N, " rows of ", in);
+  gemv_rows<float, kChannels>(im, x, N, w, bias, y, in, out, op, Act::Identity, tout);
 }
 
 bool matmul_act(Impl& im, const float* x, int64_t N, const Tensor& w, const float* bias, float* y, Act act,
