@@ -629,7 +629,7 @@ TEST_F(CudaOps, FusedRopeCacheWriteAndAddNormMatchCpu) {
         EXPECT_LE(cache_diff(G(), gc.k, cc.k), kv == DType::BF16 ? 1e-2 : 1e-5);
         EXPECT_LE(cache_diff(G(), gc.v, cc.v), kv == DType::BF16 ? 1e-2 : 1e-5);
       }
-  for (int64_t Cn : {int64_t{4096}, int64_t{1024}, int64_t{37}})
+  for (int64_t Cn : {int64_t{5000}, int64_t{4096}, int64_t{1024}, int64_t{37}})
     for (bool scaled : {false, true}) {
       SCOPED_TRACE(testing::Message() << "C " << Cn << (scaled ? " scaled" : ""));
       Pair x = both(rand_t({3, Cn}, seed++)), u = both(rand_t({3, Cn}, seed++));

@@ -71,19 +71,22 @@ __global__ void add_rms_norm_kernel(float* x, const float* u, const float* __res
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) o[c] = r[c] * (alpha[c] * inv);
 }
 
-// add_rms_norm_kernel for rows of at most kHeld · blockDim.x values: each thread keeps its
-// values (and its weights, fetched before waiting for the previous kernel) in registers, so the
-// row is read once. Same sums in the same order as add_rms_norm_kernel.
+// add_rms_norm_kernel (LAYER: add_layer_norm_kernel) for rows of at most kHeld · blockDim.x
+// values: each thread keeps its values (and its weights, fetched before waiting for the previous
+// kernel) in registers, so the row is read once. Same sums in the same order as the row kernels.
 constexpr int kHeld = 4;
-__global__ void add_rms_norm_held_kernel(float* x, const float* u, const float* __restrict__ scale,
-                                         const float* __restrict__ alpha, float eps, float* y, int64_t C) {
+template <bool LAYER>
+__global__ void add_norm_held_kernel(float* x, const float* u, const float* __restrict__ scale,
+                                     const float* __restrict__ w, const float* __restrict__ b, float eps, float* y,
+                                     int64_t C) {
   pdl_trigger();
   __shared__ float red[32];
-  float a[kHeld], sc[kHeld], v[kHeld];
+  float a[kHeld], bb[kHeld], sc[kHeld], v[kHeld];
 #pragma unroll
   for (int k = 0; k < kHeld; ++k) {
     const int64_t c = threadIdx.x + static_cast<int64_t>(k) * blockDim.x;
-    a[k] = c < C ? alpha[c] : 0.f;
+    a[k] = c < C ? w[c] : 0.f;
+    bb[k] = LAYER && c < C ? b[c] : 0.f;
     sc[k] = c < C && scale ? scale[c] : 1.f;
   }
   pdl_wait();
@@ -96,15 +99,27 @@ __global__ void add_rms_norm_held_kernel(float* x, const float* u, const float* 
     if (c < C) {
       v[k] = r[c] + (scale ? sc[k] * ur[c] : ur[c]);
       r[c] = v[k];
-      s += v[k] * v[k];
+      s += LAYER ? v[k] : v[k] * v[k];
     }
   }
-  const float inv = 1.f / sqrtf(block_sum(s, red) / static_cast<float>(C) + eps);
+  float mean = 0.f, inv;
+  if (LAYER) {
+    mean = block_sum(s, red) / static_cast<float>(C);
+    float var = 0.f;
+#pragma unroll
+    for (int k = 0; k < kHeld; ++k) {
+      const int64_t c = threadIdx.x + static_cast<int64_t>(k) * blockDim.x;
+      if (c < C) var += (v[k] - mean) * (v[k] - mean);
+    }
+    inv = 1.f / sqrtf(block_sum(var, red) / static_cast<float>(C) + eps);
+  } else {
+    inv = 1.f / sqrtf(block_sum(s, red) / static_cast<float>(C) + eps);
+  }
   float* o = y + blockIdx.x * C;
 #pragma unroll
   for (int k = 0; k < kHeld; ++k) {
     const int64_t c = threadIdx.x + static_cast<int64_t>(k) * blockDim.x;
-    if (c < C) o[c] = v[k] * (a[k] * inv);
+    if (c < C) o[c] = LAYER ? (v[k] - mean) * inv * a[k] + bb[k] : v[k] * (a[k] * inv);
   }
 }
 
@@ -175,8 +190,8 @@ void CudaBackend::add_rms_norm(Tensor& x, const Tensor& u, const Tensor* scale, 
   const float* pa = cuda::f32_of(alpha, op, "alpha");
   float* py = cuda::f32_of(y, op, "output");
   if (C <= static_cast<int64_t>(cuda::kHeld) * threads)
-    cuda::launch_early(*impl_, op, cuda::add_rms_norm_held_kernel, dim3(static_cast<unsigned>(N)), dim3(threads), 0,
-                       px, pu, ps, pa, eps, py, C);
+    cuda::launch_early(*impl_, op, cuda::add_norm_held_kernel<false>, dim3(static_cast<unsigned>(N)), dim3(threads),
+                       0, px, pu, ps, pa, static_cast<const float*>(nullptr), eps, py, C);
   else
     cuda::launch(*impl_, op, cuda::add_rms_norm_kernel, dim3(static_cast<unsigned>(N)), dim3(threads), 0, px, pu, ps,
                  pa, eps, py, C);
@@ -196,10 +211,19 @@ void CudaBackend::add_layer_norm(Tensor& x, const Tensor& u, const Tensor* scale
               "add_layer_norm: shapes x ", shape_str(x.shape()), " u ", shape_str(u.shape()), " weight ",
               shape_str(w.shape()), " y ", shape_str(y.shape()));
   MOSHI_CHECK(N <= INT32_MAX, "cuda add_layer_norm: too many rows");
-  cuda::launch(*impl_, op, cuda::add_layer_norm_kernel, dim3(static_cast<unsigned>(N)), dim3(cuda::norm_threads(C)),
-               0, cuda::f32_of(x, op, "x"), cuda::f32_of(u, op, "u"),
-               scale ? cuda::f32_of(*scale, op, "scale") : nullptr, cuda::f32_of(w, op, "weight"),
-               cuda::f32_of(b, op, "bias"), eps, cuda::f32_of(y, op, "output"), C);
+  const int threads = cuda::norm_threads(C);
+  float* px = cuda::f32_of(x, op, "x");
+  const float* pu = cuda::f32_of(u, op, "u");
+  const float* ps = scale ? cuda::f32_of(*scale, op, "scale") : nullptr;
+  const float* pw = cuda::f32_of(w, op, "weight");
+  const float* pb = cuda::f32_of(b, op, "bias");
+  float* py = cuda::f32_of(y, op, "output");
+  if (C <= static_cast<int64_t>(cuda::kHeld) * threads)
+    cuda::launch_early(*impl_, op, cuda::add_norm_held_kernel<true>, dim3(static_cast<unsigned>(N)), dim3(threads), 0,
+                       px, pu, ps, pw, pb, eps, py, C);
+  else
+    cuda::launch(*impl_, op, cuda::add_layer_norm_kernel, dim3(static_cast<unsigned>(N)), dim3(threads), 0, px, pu,
+                 ps, pw, pb, eps, py, C);
 }
 
 }  // namespace moshi
