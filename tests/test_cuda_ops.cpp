@@ -321,13 +321,16 @@ TEST_F(CudaOps, Conv1dStreamsLikeCpu) {
       }
 }
 
+// Transposed convs over several calls against the CPU (overlap carried between calls): grouped,
+// ungrouped with up to 8 frames (B·T: one GEMV pass) and more (cuBLAS).
 TEST_F(CudaOps, ConvTranspose1dStreamsLikeCpu) {
   struct S {
     int B, cin, cout, K, stride, groups, T;
   };
   const S shapes[] = {{1, 32, 16, 8, 4, 1, 5},  {2, 64, 32, 10, 5, 1, 3}, {1, 16, 8, 12, 6, 1, 4},
                       {1, 32, 16, 16, 8, 1, 2}, {2, 32, 32, 4, 2, 32, 6}, {1, 8, 12, 6, 3, 4, 5},
-                      {1, 4, 4, 2, 2, 1, 3},    {1, 512, 512, 4, 2, 512, 1}, {1, 1024, 512, 16, 8, 1, 1}};
+                      {1, 4, 4, 2, 2, 1, 3},    {1, 512, 512, 4, 2, 512, 1}, {1, 1024, 512, 16, 8, 1, 1},
+                      {1, 16, 8, 8, 4, 1, 12},  {2, 8, 8, 4, 2, 1, 6},   {1, 1024, 512, 16, 8, 1, 2}};
   uint64_t seed = 200;
   for (const S& s : shapes)
     for (bool with_bias : {false, true}) {

@@ -262,6 +262,10 @@ inline float* f32_of(const Tensor& t, const char* op, const char* what) {
   return t.f32();
 }
 
+// Rows of x that one GEMV pass takes: an f32 product of up to this many rows streams its weights
+// once (matmul), more go to cuBLAS.
+constexpr int64_t kGemvRows = 8;
+
 // y[N, out] = x[N, in] · wᵀ (+ bias[out]) for a prepared linear weight w (device [out, in],
 // f32 or bf16), f32 accumulation. gemv.cu.
 void matmul(Impl& im, const float* x, int64_t N, const Tensor& w, const float* bias, float* y, const char* op);

@@ -7,8 +7,9 @@
 //
 // conv_transpose1d follows the CPU exactly: the full transposed conv of this call's frames,
 // plus the carried `partial` overlap on its first K-stride steps; the first T·stride steps (+
-// bias) are the output and the last K-stride (without bias) become the new partial. Ungrouped:
-// Z [B, T, Cout·K] = xᵀ · W by cuBLAS, then an overlap-add kernel gathers each output step
+// bias) are the output and the last K-stride (without bias) become the new partial. Ungrouped
+// (weights stored [Cout·K, Cin]): Z [B, T, Cout·K] = xᵀ · wᵀ (a GEMV pass for a few frames,
+// cuBLAS otherwise), then an overlap-add kernel gathers each output step
 // from the at most ceil(K/stride) frames that touch it. New states are written to scratch and
 // copied over the old ones, because the old values are still being read.
 #include "runtime/cuda/common.cuh"
@@ -262,19 +263,33 @@ void CudaBackend::conv_transpose1d(const Tensor& x, const Tensor& w, const Tenso
   float* py = cuda::f32_of(y, op, "output");
   float* ppart = tail ? cuda::f32_of(partial, op, "partial") : nullptr;
   const float* z = nullptr;
-  if (groups == 1) {
+  if (groups == 1) {  // w [Cout·K, Cin] (prepare_conv_transpose)
     const int64_t CK = static_cast<int64_t>(cout) * kernel;
     MOSHI_CHECK(CK <= INT32_MAX && T <= INT32_MAX && B <= INT32_MAX, "cuda conv_transpose1d: too large");
     float* zb = im.ensure_t<float>(cuda::kZ, B * T * CK, op);
-    // Column-major view: Z_b [CK, T] (ld CK) = W [CK, Cin] (ld CK) · x_bᵀ, x_b stored [T, Cin] (ld T).
-    const float one = 1.f, zero = 0.f;
-    im.note(0xb1a7u ^ (static_cast<uint64_t>(CK) << 16) ^ (static_cast<uint64_t>(T) << 40));
-    if (im.live())
-    MOSHI_CUDA_CHECK(op, cublasGemmStridedBatchedEx(
-                             im.blas, CUBLAS_OP_N, CUBLAS_OP_T, static_cast<int>(CK), static_cast<int>(T), cin, &one,
-                             pw, CUDA_R_32F, static_cast<int>(CK), 0, px, CUDA_R_32F, static_cast<int>(T),
-                             static_cast<int64_t>(cin) * T, &zero, zb, CUDA_R_32F, static_cast<int>(CK), T * CK,
-                             static_cast<int>(B), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    if (B * T <= cuda::kGemvRows) {
+      // A few frames: Z [B·T, CK] = the frames as rows · wᵀ, one weight-streaming pass (the
+      // frames gathered time-major first where there are several per stream).
+      const float* rows = px;
+      if (T > 1) {
+        float* c = im.ensure_t<float>(cuda::kCol, B * T * cin, op);
+        launch(im, op, cuda::im2col_kernel, dim3(grid_for(im, B * T * cin)), dim3(256), 0,
+               static_cast<const float*>(nullptr), px, c, B, int64_t{cin}, int64_t{0}, T, int64_t{1}, T, 1, 1,
+               Act::Identity, static_cast<const float*>(nullptr), static_cast<float*>(nullptr), int64_t{0}, true);
+        rows = c;
+      }
+      cuda::matmul(im, rows, B * T, w.reshape({CK, cin}), nullptr, zb, op);
+    } else {
+      // Column-major view: Z_b [CK, T] (ld CK) = (w [Cin, CK] (ld Cin))ᵀ · x_bᵀ, x_b stored [T, Cin] (ld T).
+      const float one = 1.f, zero = 0.f;
+      im.note(0xb1a7u ^ (static_cast<uint64_t>(CK) << 16) ^ (static_cast<uint64_t>(T) << 40));
+      if (im.live())
+        MOSHI_CUDA_CHECK(op, cublasGemmStridedBatchedEx(
+                                 im.blas, CUBLAS_OP_T, CUBLAS_OP_T, static_cast<int>(CK), static_cast<int>(T), cin,
+                                 &one, pw, CUDA_R_32F, cin, 0, px, CUDA_R_32F, static_cast<int>(T),
+                                 static_cast<int64_t>(cin) * T, &zero, zb, CUDA_R_32F, static_cast<int>(CK), T * CK,
+                                 static_cast<int>(B), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    }
     z = zb;
   }
   float* newp = tail ? im.ensure_t<float>(cuda::kTmp, B * cout * tail, op) : nullptr;

@@ -22,9 +22,8 @@ namespace {
 constexpr int kThreads = 256;  // 8 warps per block
 constexpr int kWarps = kThreads / 32;
 
-// Rows of x per GEMV pass; f32 beyond this goes to cuBLAS, bf16 takes several passes up to
-// kMaxGemvRowsBf16 (widening for cuBLAS costs ~5x the weight reads).
-constexpr int64_t kGemvRows = 8;
+// Rows of x per GEMV pass (kGemvRows, common.cuh); f32 beyond it goes to cuBLAS, bf16 takes
+// several passes up to kMaxGemvRowsBf16 (widening for cuBLAS costs ~5x the weight reads).
 constexpr int64_t kMaxGemvRowsBf16 = 32;
 // bf16 weights with 2..kMaxMmaRows rows go to the tensor-core kernel (mma_gemm.cu), which reads
 // the weights once per 32 rows; more rows are cheaper through widening + cuBLAS.

@@ -281,9 +281,21 @@ Tensor CudaBackend::prepare_conv(const Tensor& w, int groups) {
 
 Tensor CudaBackend::prepare_conv_transpose(const Tensor& w, int groups) {
   impl_->enter(__func__);
-  MOSHI_CHECK(w.ndim() == 3 && groups >= 1, "cuda prepare_conv_transpose: weight ", shape_str(w.shape()),
-              " is not [Cin, Cout/g, K]");
-  return to_device(*this, *impl_, w, false, w.shape(), "prepare_conv_transpose");
+  const char* op = "prepare_conv_transpose";
+  MOSHI_CHECK(w.ndim() == 3 && groups >= 1, "cuda ", op, ": weight ", shape_str(w.shape()), " is not [Cin, Cout/g, K]");
+  if (groups != 1) return to_device(*this, *impl_, w, false, w.shape(), op);  // the overlap kernel reads it as is
+  // Ungrouped: [Cin, Cout, K] -> [Cout·K, Cin], one row per output tap, so that the op's product
+  // is a plain one (a GEMV for a few frames).
+  MOSHI_CHECK(w.device() != Device::CUDA, "cuda ", op, ": an ungrouped weight must come from the host");
+  const Tensor f = to_device(*this, *impl_, w, false, w.shape(), op);
+  const int64_t cin = w.dim(0), ck = w.dim(1) * w.dim(2);
+  std::vector<float> host(static_cast<size_t>(cin * ck)), t(host.size());
+  download(f, host.data());
+  for (int64_t i = 0; i < cin; ++i)
+    for (int64_t j = 0; j < ck; ++j) t[j * cin + i] = host[i * ck + j];
+  Tensor out = empty(DType::F32, {ck, cin});
+  upload(out, t.data());
+  return out;
 }
 
 Tensor CudaBackend::prepare_vector(const Tensor& w) {
