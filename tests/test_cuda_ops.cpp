@@ -260,9 +260,10 @@ TEST_F(CudaOps, LinearActMatchesCpu) {
   }
 }
 
-// Streaming convs step by step against the CPU, three ways: conv1d + conv_history_update, and
+// Streaming convs step by step against the CPU, four ways: conv1d + conv_history_update,
 // conv1d_step over x and over elu(x) (ELU gathered with the conv's input and history where the
-// backend fuses it; pointwise convs compose it). Replicate-padded convs take no activation.
+// backend fuses it, pointwise convs included), and conv1d_step_add over elu(x) onto a random y.
+// Replicate-padded convs take no activation.
 // Shapes with up to 8 output rows (B·Tout) take the few-step product, the others cuBLAS.
 TEST_F(CudaOps, Conv1dStreamsLikeCpu) {
   struct S {
@@ -276,10 +277,10 @@ TEST_F(CudaOps, Conv1dStreamsLikeCpu) {
                       {1, 8, 12, 3, 1, 1, 4, 20, true},     {1, 64, 32, 7, 1, 1, 1, 2, false},
                       {2, 6, 5, 1, 1, 1, 1, 9, false},      {1, 512, 1024, 3, 1, 1, 1, 4, false},
                       {2, 64, 96, 4, 2, 1, 1, 6, false}};
-  enum Way { kOps, kStep, kStepElu };
+  enum Way { kOps, kStep, kStepElu, kStepAdd };
   uint64_t seed = 100;
   for (const S& s : shapes)
-    for (Way way : {kOps, kStep, kStepElu})
+    for (Way way : {kOps, kStep, kStepElu, kStepAdd})
       for (bool with_bias : {false, true}) {
         if (s.replicate && way != kOps) continue;
         SCOPED_TRACE(testing::Message() << "B " << s.B << " " << s.cin << "->" << s.cout << " K " << s.K
@@ -295,7 +296,8 @@ TEST_F(CudaOps, Conv1dStreamsLikeCpu) {
         Pair prev = zeros({s.B, s.cin, P});
         for (int call = 0; call < 3; ++call) {
           const Pair x = both(rand_t({s.B, s.cin, s.T}, seed++, 2.f));
-          Pair y = zeros({s.B, s.cout, s.T / s.stride});
+          const Shape ys = {s.B, s.cout, s.T / s.stride};
+          Pair y = way == kStepAdd ? both(rand_t(ys, seed++)) : zeros(ys);
           if (way == kOps) {
             if (s.replicate) {
               std::vector<uint8_t> first(s.B, call == 0 ? 1 : 0);
@@ -306,6 +308,12 @@ TEST_F(CudaOps, Conv1dStreamsLikeCpu) {
             G().conv1d(prev.g, x.g, pw.g, bg, s.cin, s.cout, s.K, s.stride, s.dil, s.groups, y.g);
             C().conv_history_update(prev.c, x.c);
             G().conv_history_update(prev.g, x.g);
+          } else if (way == kStepAdd) {
+            Pair scratch = zeros({s.B, s.cin, s.T}), tmp = zeros({s.B, s.cout, s.T / s.stride});
+            C().conv1d_step_add(prev.c, x.c, Act::Elu, pw.c, bc, s.cin, s.cout, s.K, s.stride, s.dil, s.groups,
+                                scratch.c, tmp.c, y.c);
+            G().conv1d_step_add(prev.g, x.g, Act::Elu, pw.g, bg, s.cin, s.cout, s.K, s.stride, s.dil, s.groups,
+                                scratch.g, tmp.g, y.g);
           } else {
             const Act act = way == kStepElu ? Act::Elu : Act::Identity;
             Pair scratch = zeros({s.B, s.cin, s.T});
@@ -315,7 +323,7 @@ TEST_F(CudaOps, Conv1dStreamsLikeCpu) {
           EXPECT_LE(err(y), tol::kSum) << "call " << call;
           if (P) {
             // A copy is exact; an ELU'd history may differ by an ulp (CUDA's expm1f vs glibc's).
-            EXPECT_LE(err(prev), way == kStepElu ? tol::kPointwise : tol::kMove) << "call " << call;
+            EXPECT_LE(err(prev), way >= kStepElu ? tol::kPointwise : tol::kMove) << "call " << call;
           }
         }
       }

@@ -146,7 +146,6 @@ Tensor& Seanet::forward(Backend& be, const Tensor& x, State& st) const {
         Tensor& scratch_in = st.ws.f32(be, 5, {B, C, T});
         Tensor& scratch_mid = st.ws.f32(be, 6, {B, hidden, T});
         convs_[s.a].forward(be, *cur, mid, st.convs[s.a], Act::Elu, &scratch_in);  // conv(elu(x))
-        convs_[s.b].forward(be, mid, act, st.convs[s.b], Act::Elu, &scratch_mid);  // act: the branch output
         if (cur == &x) {
           Tensor& y = next(C, T);
           be.copy(y, x);
@@ -154,11 +153,12 @@ Tensor& Seanet::forward(Backend& be, const Tensor& x, State& st) const {
         }
         Tensor& out = const_cast<Tensor&>(*cur);
         if (s.skip >= 0) {
+          convs_[s.b].forward(be, mid, act, st.convs[s.b], Act::Elu, &scratch_mid);  // act: the branch output
           Tensor& sk = st.ws.f32(be, 4, {B, C, T});
           convs_[s.skip].forward(be, out, sk, st.convs[s.skip]);
           be.add(sk, act, out);
         } else {
-          be.add_scaled(out, act, nullptr);
+          convs_[s.b].forward_add(be, mid, out, st.convs[s.b], Act::Elu, scratch_mid, act);  // out += branch
         }
         break;
       }

@@ -48,6 +48,14 @@ void StreamingConv1d::forward(Backend& be, const Tensor& x, Tensor& y, State& st
   std::fill(st.first.begin(), st.first.end(), 0);
 }
 
+void StreamingConv1d::forward_add(Backend& be, const Tensor& x, Tensor& y, State& st, Act act, Tensor& scratch,
+                                  Tensor& tmp) const {
+  MOSHI_CHECK(!spec_.replicate, "streaming conv: a replicate-padded conv cannot add onto its output");
+  be.conv1d_step_add(st.prev, x, act, w_, spec_.bias ? &b_ : nullptr, spec_.cin, spec_.cout, spec_.kernel, spec_.stride,
+                     spec_.dilation, spec_.groups, scratch, tmp, y);
+  std::fill(st.first.begin(), st.first.end(), 0);
+}
+
 void StreamingConvTranspose1d::load(WeightBinder& wb, Backend& be, const std::string& name, const ConvSpec& spec) {
   spec_ = spec;
   MOSHI_CHECK(spec.kernel >= spec.stride, name, ": kernel smaller than stride is not supported");

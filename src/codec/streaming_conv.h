@@ -33,6 +33,9 @@ class StreamingConv1d {
   // holds act(x) where the backend does not fuse it.
   void forward(Backend& be, const Tensor& x, Tensor& y, State& st, Act act = Act::Identity,
                Tensor* scratch = nullptr) const;
+  // y += the conv over act(x) (no replicate padding); `tmp` [B, Cout, T/stride] holds the conv's
+  // output where the backend does not add it in place.
+  void forward_add(Backend& be, const Tensor& x, Tensor& y, State& st, Act act, Tensor& scratch, Tensor& tmp) const;
 
  private:
   ConvSpec spec_;

@@ -176,6 +176,14 @@ class Backend {
     conv1d(prev, *in, w, bias, cin, cout, kernel, stride, dilation, groups, y);
     conv_history_update(prev, *in);
   }
+  // y += the conv1d_step over act(x) (a residual branch's last conv added onto the stream):
+  // conv1d_step(..., scratch, tmp) then add_scaled(y, tmp). `tmp` is [B, Cout, Tout].
+  virtual void conv1d_step_add(Tensor& prev, const Tensor& x, Act act, const Tensor& w, const Tensor* bias, int cin,
+                               int cout, int kernel, int stride, int dilation, int groups, Tensor& scratch, Tensor& tmp,
+                               Tensor& y) {
+    conv1d_step(prev, x, act, w, bias, cin, cout, kernel, stride, dilation, groups, scratch, tmp);
+    add_scaled(y, tmp, nullptr);
+  }
   // add_scaled(x, u, scale) then layer_norm(x, w, b, eps, y).
   virtual void add_layer_norm(Tensor& x, const Tensor& u, const Tensor* scale, const Tensor& w, const Tensor& b,
                               float eps, Tensor& y) {

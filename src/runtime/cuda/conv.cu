@@ -26,11 +26,11 @@ __device__ __forceinline__ float src_at(const float* prev, const float* x, int64
 
 // col[b, ci·K + k, t] = concat(prev, act(x))[b, ci, t·stride + k·dilation] (time_major:
 // col[b, t, ci·K + k], the rows of a few-step product); with `bias`, also y[b, co, t] = bias[co]
-// (the product then adds onto it).
+// (`add`: y[b, co, t] += bias[co]; the product then adds onto it).
 __global__ void im2col_kernel(const float* __restrict__ prev, const float* __restrict__ x, float* __restrict__ col,
                               int64_t B, int64_t cin, int64_t P, int64_t T, int64_t K, int64_t Tout, int stride,
                               int dilation, Act act, const float* __restrict__ bias, float* __restrict__ y,
-                              int64_t cout, bool time_major) {
+                              int64_t cout, bool time_major, bool add) {
   const int64_t CK = cin * K;
   MOSHI_GRID_STRIDE(i, B * CK * Tout) {
     const int64_t t = time_major ? (i / CK) % Tout : i % Tout, j = time_major ? i % CK : (i / Tout) % CK,
@@ -39,7 +39,7 @@ __global__ void im2col_kernel(const float* __restrict__ prev, const float* __res
     col[i] = src_at(prev, x, b, ci, t * stride + k * dilation, cin, P, T, act);
   }
   if (bias) {
-    MOSHI_GRID_STRIDE(i, B * cout * Tout) y[i] = bias[(i / Tout) % cout];
+    MOSHI_GRID_STRIDE(i, B * cout * Tout) y[i] = (add ? y[i] : 0.f) + bias[(i / Tout) % cout];
   }
 }
 
@@ -122,9 +122,10 @@ using cuda::grid_for;
 using cuda::launch;
 
 namespace {
-// conv1d over concat(prev, act(x)).
+// conv1d over concat(prev, act(x)), written to y (`add`: added onto y; ungrouped convs only).
 void run_conv1d(cuda::Impl& im, const char* op, const Tensor& prev, const Tensor& x, Act act, const Tensor& w,
-                const Tensor* bias, int cin, int cout, int kernel, int stride, int dilation, int groups, Tensor& y) {
+                const Tensor* bias, int cin, int cout, int kernel, int stride, int dilation, int groups, Tensor& y,
+                bool add = false) {
   const int64_t B = x.dim(0), T = x.dim(2), P = prev.numel() ? prev.dim(2) : 0, Tout = T / stride;
   MOSHI_CHECK(x.dim(1) == cin && T % stride == 0 && P == (kernel - 1) * dilation + 1 - stride && y.dim(0) == B &&
                   y.dim(1) == cout && y.dim(2) == Tout,
@@ -140,23 +141,23 @@ void run_conv1d(cuda::Impl& im, const char* op, const Tensor& prev, const Tensor
   const float* pb = bias ? cuda::f32_of(*bias, op, "bias") : nullptr;
   float* py = cuda::f32_of(y, op, "output");
   if (B * Tout * cout == 0) return;
+  MOSHI_CHECK(!add || groups == 1, "cuda conv1d: only an ungrouped conv adds onto its output");
   if (groups != 1) {
     launch(im, op, cuda::conv_grouped_kernel, dim3(grid_for(im, B * cout * Tout)), dim3(256), 0, pp, px, pw, pb, py,
            B, int64_t{cin}, int64_t{cout}, P, T, int64_t{kernel}, Tout, stride, dilation, groups, act);
     return;
   }
   const int64_t CK = static_cast<int64_t>(cin) * kernel;
-  const float* col = px;  // a pointwise conv without history reads x as it is
-  const bool gathered = !(P == 0 && kernel == 1 && stride == 1);
-  MOSHI_CHECK(gathered || act == Act::Identity, "cuda conv1d: an input activation needs a gathered conv");
+  const float* col = px;  // a pointwise conv of x itself (no history, no activation) reads x as it is
+  const bool gathered = !(P == 0 && kernel == 1 && stride == 1) || act != Act::Identity;
   // A few output steps (Mimi's 12.5 and 25 Hz layers): the gathered steps are the rows of one
   // weight-streaming pass that writes y channels-first with its bias (cuBLAS would split the
   // long reduction over several kernels and read at a fraction of the bandwidth).
-  if (gathered && cuda::gemv_channels_fits(B * Tout, CK, pw)) {
+  if (!add && gathered && cuda::gemv_channels_fits(B * Tout, CK, pw)) {
     float* c = im.ensure_t<float>(cuda::kCol, B * CK * Tout, op);
     launch(im, op, cuda::im2col_kernel, dim3(grid_for(im, B * CK * Tout)), dim3(256), 0, pp, px, c, B, int64_t{cin},
            P, T, int64_t{kernel}, Tout, stride, dilation, act, static_cast<const float*>(nullptr), py, int64_t{cout},
-           true);
+           true, false);
     cuda::gemv_channels(im, c, B * Tout, pw, pb, py, CK, cout, Tout, op);
     return;
   }
@@ -164,19 +165,19 @@ void run_conv1d(cuda::Impl& im, const char* op, const Tensor& prev, const Tensor
     float* c = im.ensure_t<float>(cuda::kCol, B * CK * Tout, op);
     launch(im, op, cuda::im2col_kernel, dim3(grid_for(im, std::max(B * CK * Tout, B * cout * Tout))), dim3(256), 0,
            pp, px, c, B, int64_t{cin}, P, T, int64_t{kernel}, Tout, stride, dilation, act, pb, py, int64_t{cout},
-           false);
+           false, add);
     col = c;
   }
   MOSHI_CHECK(CK <= INT32_MAX && Tout <= INT32_MAX && B <= INT32_MAX, "cuda conv1d: too large");
   // Column-major view: y_b [Tout, Cout] (ld Tout) = col_b [Tout, CK] (ld Tout) · W [CK, Cout] (ld CK).
   const float one = 1.f, zero = 0.f;
-  const bool onto_bias = gathered && pb;
-  im.note(0xb1a6u ^ (static_cast<uint64_t>(CK) << 16) ^ (static_cast<uint64_t>(Tout) << 40) ^ (onto_bias ? 1u : 0u));
+  const bool onto_y = (gathered && pb) || add;  // y already holds the bias and/or what it adds to
+  im.note(0xb1a6u ^ (static_cast<uint64_t>(CK) << 16) ^ (static_cast<uint64_t>(Tout) << 40) ^ (onto_y ? 1u : 0u));
   if (im.live())
   MOSHI_CUDA_CHECK(op, cublasGemmStridedBatchedEx(
                            im.blas, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(Tout), cout, static_cast<int>(CK), &one,
                            col, CUDA_R_32F, static_cast<int>(Tout), CK * Tout, pw, CUDA_R_32F, static_cast<int>(CK), 0,
-                           onto_bias ? &one : &zero, py, CUDA_R_32F, static_cast<int>(Tout),
+                           onto_y ? &one : &zero, py, CUDA_R_32F, static_cast<int>(Tout),
                            static_cast<int64_t>(cout) * Tout, static_cast<int>(B), CUBLAS_COMPUTE_32F,
                            CUBLAS_GEMM_DEFAULT));
   if (pb && !gathered)
@@ -216,15 +217,22 @@ void CudaBackend::conv_history_update(Tensor& prev, const Tensor& x) {
 
 void CudaBackend::conv1d_step(Tensor& prev, const Tensor& x, Act act, const Tensor& w, const Tensor* bias, int cin,
                               int cout, int kernel, int stride, int dilation, int groups, Tensor& scratch, Tensor& y) {
-  const int64_t P = prev.numel() ? prev.dim(2) : 0;
-  if (groups == 1 && P == 0 && kernel == 1 && stride == 1 && act != Act::Identity) {  // a pointwise product of x
-    Backend::conv1d_step(prev, x, act, w, bias, cin, cout, kernel, stride, dilation, groups, scratch, y);
-    return;
-  }
   impl_->enter(__func__);
   // The conv reads the history before it is replaced: two launches in stream order.
   run_conv1d(*impl_, "conv1d_step", prev, x, act, w, bias, cin, cout, kernel, stride, dilation, groups, y);
   run_history(*impl_, "conv1d_step", prev, x, act);
+}
+
+void CudaBackend::conv1d_step_add(Tensor& prev, const Tensor& x, Act act, const Tensor& w, const Tensor* bias, int cin,
+                                  int cout, int kernel, int stride, int dilation, int groups, Tensor& scratch,
+                                  Tensor& tmp, Tensor& y) {
+  if (groups != 1) {
+    Backend::conv1d_step_add(prev, x, act, w, bias, cin, cout, kernel, stride, dilation, groups, scratch, tmp, y);
+    return;
+  }
+  impl_->enter(__func__);
+  run_conv1d(*impl_, "conv1d_step_add", prev, x, act, w, bias, cin, cout, kernel, stride, dilation, groups, y, true);
+  run_history(*impl_, "conv1d_step_add", prev, x, act);
 }
 
 void CudaBackend::conv_history_replicate(Tensor& prev, const Tensor& x, const std::vector<uint8_t>& first) {
@@ -275,7 +283,8 @@ void CudaBackend::conv_transpose1d(const Tensor& x, const Tensor& w, const Tenso
         float* c = im.ensure_t<float>(cuda::kCol, B * T * cin, op);
         launch(im, op, cuda::im2col_kernel, dim3(grid_for(im, B * T * cin)), dim3(256), 0,
                static_cast<const float*>(nullptr), px, c, B, int64_t{cin}, int64_t{0}, T, int64_t{1}, T, 1, 1,
-               Act::Identity, static_cast<const float*>(nullptr), static_cast<float*>(nullptr), int64_t{0}, true);
+               Act::Identity, static_cast<const float*>(nullptr), static_cast<float*>(nullptr), int64_t{0}, true,
+               false);
         rows = c;
       }
       cuda::matmul(im, rows, B * T, w.reshape({CK, cin}), nullptr, zb, op);

@@ -54,6 +54,9 @@ class CudaBackend final : public Backend {
               int stride, int dilation, int groups, Tensor& y) override;
   void conv1d_step(Tensor& prev, const Tensor& x, Act act, const Tensor& w, const Tensor* bias, int cin, int cout,
                    int kernel, int stride, int dilation, int groups, Tensor& scratch, Tensor& y) override;
+  void conv1d_step_add(Tensor& prev, const Tensor& x, Act act, const Tensor& w, const Tensor* bias, int cin, int cout,
+                       int kernel, int stride, int dilation, int groups, Tensor& scratch, Tensor& tmp,
+                       Tensor& y) override;
   void conv_history_update(Tensor& prev, const Tensor& x) override;
   void conv_history_replicate(Tensor& prev, const Tensor& x, const std::vector<uint8_t>& first) override;
   void conv_transpose1d(const Tensor& x, const Tensor& w, const Tensor* bias, int cin, int cout, int kernel, int stride,
