@@ -512,6 +512,7 @@ TEST_F(CudaOps, AttentionMatchesCpu) {
       {"LM step, 3000-key window wrapping the ring", 1, 1, {32, 32, 128}, 3001, {4500}, {1501}},
       {"depformer-like, kv_repeat 2", 2, 1, {16, 8, 64}, 300, {310, 99}, {61, 0}},
       {"Mimi-like block of 6 steps, context 250", 1, 6, {8, 8, 64}, 256, {1000}, {751}},
+      {"40 steps x 8 heads (more blocks than SMs)", 1, 40, {8, 8, 64}, 256, {1000}, {751}},
       {"prefill, tiny heads", 2, 16, {4, 2, 8}, 40, {30, 0}, {15, -15}},
       {"head_dim 100 (not a multiple of 32)", 1, 2, {2, 2, 100}, 64, {70}, {20}},
       {"head_dim 256", 1, 1, {2, 1, 256}, 512, {600}, {100}},

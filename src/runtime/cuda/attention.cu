@@ -2,7 +2,8 @@
 // is head-major, [B, kv_heads, capacity, D] (new_kv_cache): a head's window is one contiguous
 // run of rows, which streams faster than rows strided by every head's.
 //
-// Attention: one block of 4 warps per (query row, head, key split). Each warp takes every 4th
+// Attention: one block of 4 warps (16 where the grid has fewer blocks than SMs) per (query row,
+// head, key split). Each warp takes every 4th
 // key of the block's range, 4 keys per iteration (their K and V rows loaded before any is used,
 // so 8 row loads are in flight), and keeps an online softmax (running max, sum and weighted V
 // sum, all f32); the warps then merge in shared memory. A head's D values are spread over the
@@ -21,6 +22,7 @@ namespace cuda {
 namespace {
 
 constexpr int kAttnWarps = 4;
+constexpr int kWideAttnWarps = 16;  // where the grid has fewer blocks than SMs
 constexpr int kKeysPerIter = 4;
 constexpr int kMaxHeadDim = 256;
 constexpr int kMaxSplits = 64;
@@ -163,16 +165,16 @@ struct FusedRope {
   TC* vw = nullptr;
 };
 
-// part (split-K only): per (row, head, split) [max, sum, acc[D]].
-template <int EPL, typename TC, bool FUSED>
-__global__ void __launch_bounds__(kAttnWarps * 32)
+// part (split-K only): per (row, head, split) [max, sum, acc[D]]. W warps per block.
+template <int EPL, typename TC, bool FUSED, int W>
+__global__ void __launch_bounds__(W * 32)
     attention_kernel(const float* __restrict__ qkv, const TC* __restrict__ kc, const TC* __restrict__ vc,
                      const int64_t* __restrict__ pos, const int64_t* __restrict__ lo, int64_t T, int H, int rep,
                      int D, int64_t R, int64_t KD, int64_t cap, float scale, int splits,
                      float* __restrict__ out, float* __restrict__ part, FusedRope<TC> fz) {
   pdl_trigger();
-  __shared__ float sm_m[kAttnWarps], sm_l[kAttnWarps];
-  __shared__ float sm_acc[kAttnWarps][EPL * 32];
+  __shared__ float sm_m[W], sm_l[W];
+  __shared__ float sm_acc[W][EPL * 32];
   __shared__ float sm_q[FUSED ? kMaxHeadDim : 1], sm_k[FUSED ? kMaxHeadDim : 1], sm_v[FUSED ? kMaxHeadDim : 1];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t r = blockIdx.x;
@@ -234,11 +236,11 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
 
   // FUSED: the newest position is not in the cache yet; its split's first warp adds it last.
   const int64_t jc = FUSED ? min(j1, n - 1) : j1;
-  for (int64_t j = j0 + warp; j < jc; j += kAttnWarps * kKeysPerIter) {
+  for (int64_t j = j0 + warp; j < jc; j += W * kKeysPerIter) {
     float sc[kKeysPerIter], vv[kKeysPerIter][EPL];
 #pragma unroll
     for (int u = 0; u < kKeysPerIter; ++u) {
-      const int64_t jj = j + u * kAttnWarps;
+      const int64_t jj = j + u * W;
       int64_t slot = s0 + (jj < jc ? jj : j);
       if (slot >= cap) slot -= cap;
       const TC* kr = kb + slot * D;
@@ -264,7 +266,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
     float mx = m;
 #pragma unroll
     for (int u = 0; u < kKeysPerIter; ++u) {
-      sc[u] = j + u * kAttnWarps < jc ? warp_sum(sc[u]) * scale : -INFINITY;
+      sc[u] = j + u * W < jc ? warp_sum(sc[u]) * scale : -INFINITY;
       mx = fmaxf(mx, sc[u]);
     }
     const float corr = expf(m - mx);  // 0 on the first keys (m = -inf)
@@ -308,10 +310,10 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
   __syncthreads();
   float M = -INFINITY;
 #pragma unroll
-  for (int w = 0; w < kAttnWarps; ++w) M = fmaxf(M, sm_m[w]);
-  float wt[kAttnWarps], L = 0.f;
+  for (int w = 0; w < W; ++w) M = fmaxf(M, sm_m[w]);
+  float wt[W], L = 0.f;
 #pragma unroll
-  for (int w = 0; w < kAttnWarps; ++w) {
+  for (int w = 0; w < W; ++w) {
     wt[w] = sm_m[w] == -INFINITY ? 0.f : expf(sm_m[w] - M);
     L += sm_l[w] * wt[w];
   }
@@ -321,7 +323,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
     const int i = contig ? (d % EPL) * 32 + d / EPL : d;
     float A = 0.f;
 #pragma unroll
-    for (int w = 0; w < kAttnWarps; ++w) A += sm_acc[w][i] * wt[w];
+    for (int w = 0; w < W; ++w) A += sm_acc[w][i] * wt[w];
     if (splits == 1)
       out[(r * H + h) * D + d] = A / L;
     else
@@ -362,11 +364,16 @@ void launch_attention(Impl& im, dim3 grid, const float* qkv, const TC* kc, const
                       const int64_t* pos, const int64_t* lo, int64_t T, int H, int rep, int D, int64_t R, int64_t KD,
                       int64_t cap, float scale, int splits, float* out, float* part) {
   if (fz)
-    launch(im, "attention", attention_kernel<EPL, TC, true>, grid, dim3(kAttnWarps * 32), 0, qkv, kc, vc, pos, lo, T,
-           H, rep, D, R, KD, cap, scale, splits, out, part, *fz);
+    launch(im, "attention", attention_kernel<EPL, TC, true, kAttnWarps>, grid, dim3(kAttnWarps * 32), 0, qkv, kc, vc,
+           pos, lo, T, H, rep, D, R, KD, cap, scale, splits, out, part, *fz);
+  else if (splits == 1 && static_cast<int64_t>(grid.x) * grid.y < im.sms)
+    // Fewer blocks than SMs (Mimi's 2 rows x 8 heads): more warps share each window, so that a
+    // warp walks a few keys rather than ~60 one round trip after another.
+    launch(im, "attention", attention_kernel<EPL, TC, false, kWideAttnWarps>, grid, dim3(kWideAttnWarps * 32), 0, qkv,
+           kc, vc, pos, lo, T, H, rep, D, R, KD, cap, scale, splits, out, part, FusedRope<TC>());
   else
-    launch(im, "attention", attention_kernel<EPL, TC, false>, grid, dim3(kAttnWarps * 32), 0, qkv, kc, vc, pos, lo, T,
-           H, rep, D, R, KD, cap, scale, splits, out, part, FusedRope<TC>());
+    launch(im, "attention", attention_kernel<EPL, TC, false, kAttnWarps>, grid, dim3(kAttnWarps * 32), 0, qkv, kc, vc,
+           pos, lo, T, H, rep, D, R, KD, cap, scale, splits, out, part, FusedRope<TC>());
 }
 
 }  // namespace
