@@ -16,30 +16,54 @@ __device__ __forceinline__ bool better(float d, int64_t i, float bd, int64_t bi)
 }
 
 // One block per row n: picks the code from dots [N, bins], writes it, and subtracts the entry.
+// The first kPickHeld distances of each thread are computed from values loaded together with
+// the row (the codebook norms before waiting for the previous kernel), so that the row's norm,
+// the dots and the norms cost one round trip to memory rather than three.
+constexpr int kPickHeld = 8;
 template <typename TW>
 __global__ void vq_pick_kernel(float* __restrict__ r, const TW* __restrict__ cb, const float* __restrict__ cn,
                                const float* __restrict__ dots, int64_t* __restrict__ codes, int64_t S,
                                int64_t bins, int64_t D) {
+  pdl_trigger();
   __shared__ float red[32];
   __shared__ float sd[32];
   __shared__ int64_t si[32];
-  const int64_t n = blockIdx.x;
+  const int64_t n = blockIdx.x, step = blockDim.x;
+  float hc[kPickHeld], hd[kPickHeld];
+#pragma unroll
+  for (int u = 0; u < kPickHeld; ++u) {
+    const int64_t j = threadIdx.x + u * step;
+    hc[u] = j < bins ? cn[j] : 0.f;
+  }
+  pdl_wait();
   float* x = r + n * D;
+  const float* dr = dots + n * bins;
+#pragma unroll
+  for (int u = 0; u < kPickHeld; ++u) {
+    const int64_t j = threadIdx.x + u * step;
+    hd[u] = j < bins ? dr[j] : 0.f;
+  }
   float s = 0.f;
-  for (int64_t d = threadIdx.x; d < D; d += blockDim.x) s += x[d] * x[d];
+  for (int64_t d = threadIdx.x; d < D; d += step) s += x[d] * x[d];
   const float xn = block_sum(s, red);
   float bd = INFINITY;
   int64_t bi = LLONG_MAX;
-  const float* dr = dots + n * bins;
-  for (int64_t j = threadIdx.x; j < bins; j += blockDim.x) {
-    // Evaluated in the CPU's order, without fused multiply-adds.
-    const float d2 = __fadd_rn(__fadd_rn(-2.f * dr[j], xn), cn[j]);
+  // Evaluated in the CPU's order, without fused multiply-adds; j increases, so each thread keeps
+  // its first strict minimum.
+  const auto visit = [&](int64_t j, float dot, float norm) {
+    const float d2 = __fadd_rn(__fadd_rn(-2.f * dot, xn), norm);
     const float dist = sqrtf(d2 > 0.f ? d2 : 0.f);
-    if (dist < bd) {  // j increases: the first strict minimum of this thread
+    if (dist < bd) {
       bd = dist;
       bi = j;
     }
+  };
+#pragma unroll
+  for (int u = 0; u < kPickHeld; ++u) {
+    const int64_t j = threadIdx.x + u * step;
+    if (j < bins) visit(j, hd[u], hc[u]);
   }
+  for (int64_t j = threadIdx.x + kPickHeld * step; j < bins; j += step) visit(j, dr[j], cn[j]);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
@@ -101,11 +125,11 @@ void CudaBackend::vq_encode(Tensor& r, const Tensor& codebook, const Tensor& nor
   cuda::matmul(im, pr, N, codebook, nullptr, dots, op);
   const dim3 grid(static_cast<unsigned>(N));
   if (codebook.dtype() == DType::BF16)
-    cuda::launch(im, op, cuda::vq_pick_kernel<uint16_t>, grid, dim3(256), 0, pr, codebook.ptr<uint16_t>(), cn, dots,
-                 codes.i64() + col, S, bins, D);
+    cuda::launch_early(im, op, cuda::vq_pick_kernel<uint16_t>, grid, dim3(256), 0, pr, codebook.ptr<uint16_t>(), cn,
+                       dots, codes.i64() + col, S, bins, D);
   else
-    cuda::launch(im, op, cuda::vq_pick_kernel<float>, grid, dim3(256), 0, pr, codebook.f32(), cn, dots,
-                 codes.i64() + col, S, bins, D);
+    cuda::launch_early(im, op, cuda::vq_pick_kernel<float>, grid, dim3(256), 0, pr, codebook.f32(), cn, dots,
+                       codes.i64() + col, S, bins, D);
 }
 
 void CudaBackend::vq_decode_add(Tensor& acc, const Tensor& codebook, const Tensor& norms, const Tensor& codes,
