@@ -207,6 +207,21 @@ void launch_early(Impl& im, const char* op, void (*kernel)(KArgs...), dim3 grid,
   im.after_launch(op);
 }
 
+// A small kernel in a dependent chain (the depformer's attention, sampling, embedding, norms):
+// started early where its grid has at most one block per SM, so that it is resident when the
+// kernel before it ends; larger grids launch plainly (their early blocks would hold SM slots the
+// kernel before still uses). The kernel calls pdl_wait() before reading anything an earlier op
+// wrote. Not for a kernel that follows a many-block kernel and precedes a product: its trigger
+// would start the product's blocks while the many-block kernel still needs the SMs.
+template <typename... KArgs, typename... Args>
+void launch_chain(Impl& im, const char* op, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
+                  Args... args) {
+  if (static_cast<int64_t>(grid.x) * grid.y * grid.z <= im.sms)
+    launch_early(im, op, kernel, grid, block, smem, args...);
+  else
+    launch(im, op, kernel, grid, block, smem, args...);
+}
+
 // Blocks of `kernel` (with `threads` threads and `smem` bytes of dynamic shared memory) that one
 // SM holds at once (asked of the runtime once per kernel).
 template <typename... KArgs>

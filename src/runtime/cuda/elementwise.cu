@@ -30,6 +30,7 @@ __global__ void add_kernel(const float* a, const float* b, float* y, int64_t n) 
 
 __global__ void add_scaled_kernel(float* x, const float* u, const float* __restrict__ scale, int64_t n, int64_t C) {
   pdl_trigger();
+  pdl_wait();
   MOSHI_GRID_STRIDE(i, n) x[i] += scale ? scale[i % C] * u[i] : u[i];
 }
 
@@ -113,9 +114,9 @@ void CudaBackend::add_scaled(Tensor& x, const Tensor& u, const Tensor* scale) {
   MOSHI_CHECK(x.numel() == u.numel(), "add_scaled: size mismatch");
   const int64_t C = scale ? scale->numel() : 1;
   MOSHI_CHECK(C > 0 && x.numel() % C == 0, "add_scaled: scale of ", C, " does not divide ", shape_str(x.shape()));
-  launch(*impl_, "add_scaled", cuda::add_scaled_kernel, dim3(grid_for(*impl_, x.numel())), dim3(256), 0,
-         f32_of(x, "add_scaled", "x"), f32_of(u, "add_scaled", "u"),
-         scale ? f32_of(*scale, "add_scaled", "scale") : nullptr, x.numel(), C);
+  cuda::launch_chain(*impl_, "add_scaled", cuda::add_scaled_kernel, dim3(grid_for(*impl_, x.numel())), dim3(256), 0,
+                     f32_of(x, "add_scaled", "x"), f32_of(u, "add_scaled", "u"),
+                     scale ? f32_of(*scale, "add_scaled", "scale") : nullptr, x.numel(), C);
 }
 
 void CudaBackend::transpose_ct(const Tensor& x, Tensor& y) {

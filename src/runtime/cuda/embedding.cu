@@ -13,6 +13,7 @@ template <typename TT>
 __global__ void embedding_kernel(const TT* __restrict__ table, const int64_t* __restrict__ ids, int64_t S,
                                  float* __restrict__ out, int64_t N, int64_t V, int64_t D, bool accumulate) {
   pdl_trigger();
+  pdl_wait();
   MOSHI_GRID_STRIDE(i, N * D) {
     const int64_t n = i / D, d = i % D, id = min(ids[n * S], V - 1);
     const float base = accumulate ? out[i] : 0.f;
@@ -54,10 +55,11 @@ void launch_embedding(Impl& im, const Tensor& table, const int64_t* ids, int64_t
   const int64_t V = table.dim(0), D = table.dim(1);
   const dim3 grid(grid_for(im, N * D));
   if (table.dtype() == DType::BF16)
-    launch(im, op, embedding_kernel<uint16_t>, grid, dim3(256), 0, table.ptr<uint16_t>(), ids, S, out, N, V, D,
-           accumulate);
+    cuda::launch_chain(im, op, embedding_kernel<uint16_t>, grid, dim3(256), 0, table.ptr<uint16_t>(), ids, S, out, N, V,
+                       D, accumulate);
   else
-    launch(im, op, embedding_kernel<float>, grid, dim3(256), 0, table.f32(), ids, S, out, N, V, D, accumulate);
+    cuda::launch_chain(im, op, embedding_kernel<float>, grid, dim3(256), 0, table.f32(), ids, S, out, N, V, D,
+                       accumulate);
 }
 
 }  // namespace

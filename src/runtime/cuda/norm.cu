@@ -35,6 +35,7 @@ __global__ void layer_norm_kernel(const float* x, const float* __restrict__ w, c
 
 __global__ void rms_norm_kernel(const float* x, const float* __restrict__ alpha, float eps, float* y, int64_t C) {
   pdl_trigger();
+  pdl_wait();
   __shared__ float red[32];
   const float* r = x + blockIdx.x * C;
   float s = 0.f;
@@ -165,8 +166,9 @@ void CudaBackend::rms_norm(const Tensor& x, const Tensor& alpha, float eps, Tens
   MOSHI_CHECK(C > 0 && x.numel() == N * C && y.numel() == x.numel(), "rms_norm: shapes x ", shape_str(x.shape()),
               " alpha ", shape_str(alpha.shape()), " y ", shape_str(y.shape()));
   MOSHI_CHECK(N <= INT32_MAX, "cuda rms_norm: too many rows");
-  cuda::launch(*impl_, op, cuda::rms_norm_kernel, dim3(static_cast<unsigned>(N)), dim3(cuda::norm_threads(C)), 0,
-               cuda::f32_of(x, op, "input"), cuda::f32_of(alpha, op, "alpha"), eps, cuda::f32_of(y, op, "output"), C);
+  cuda::launch_chain(*impl_, op, cuda::rms_norm_kernel, dim3(static_cast<unsigned>(N)),
+                     dim3(cuda::norm_threads(C)), 0, cuda::f32_of(x, op, "input"), cuda::f32_of(alpha, op, "alpha"),
+                     eps, cuda::f32_of(y, op, "output"), C);
 }
 
 }  // namespace moshi

@@ -61,6 +61,8 @@ __global__ void __launch_bounds__(kSampleThreads)
     sample_kernel(const float* __restrict__ logits, int64_t V, int greedy, float temp, int top_k, uint64_t seed,
                   uint64_t site, const int64_t* __restrict__ steps, int64_t* __restrict__ tokens, int64_t S,
                   int64_t col) {
+  pdl_trigger();
+  pdl_wait();
   __shared__ double s_sc[kSampleWarps];
   __shared__ int64_t s_ix[kSampleWarps];
   __shared__ uint32_t hist[256];
@@ -190,7 +192,7 @@ void CudaBackend::sample(const Tensor& logits, const SamplingParams& p, uint64_t
   cuda::Impl& im = *impl_;
   const int64_t* dsteps = im.put_args({&steps}, op);
   const bool greedy = !p.use_sampling || p.temp <= 0.f;
-  cuda::launch(im, op, cuda::sample_kernel, dim3(static_cast<unsigned>(B)), dim3(cuda::kSampleThreads), 0, pl, V,
+  cuda::launch_chain(im, op, cuda::sample_kernel, dim3(static_cast<unsigned>(B)), dim3(cuda::kSampleThreads), 0, pl, V,
                greedy ? 1 : 0, greedy ? 1.f : p.temp, p.top_k, seed, site, dsteps, tokens.i64(), tokens.dim(1), col);
 }
 
