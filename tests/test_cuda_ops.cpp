@@ -260,6 +260,62 @@ TEST_F(CudaOps, LinearActMatchesCpu) {
   }
 }
 
+// A half-layer's norm + product (the norm inside the product where the backend fuses it: one
+// bf16 row, or up to 8 f32 rows) and the product that adds onto the residual stream (inside the
+// product's epilogue on the streaming and tensor-core paths), against the CPU's separate ops:
+// the LM's and Mimi's shapes, RMSNorm and LayerNorm, and shapes that fall back (`in` not a
+// multiple of 8, more rows than a fused pass takes, f32 beyond 8 rows).
+TEST_F(CudaOps, NormLinearAndLinearAddMatchCpu) {
+  struct S {
+    int64_t in, out;
+    DType dt;
+  };
+  const S shapes[] = {{4096, 12288, DType::BF16}, {4096, 1024, DType::BF16}, {1024, 2816, DType::BF16}, {512, 1536, DType::F32},
+                      {2048, 512, DType::F32},    {36, 20, DType::BF16},     {36, 20, DType::F32}};
+  const int64_t rows[] = {1, 2, 5, 8, 13, 40, 70};
+  uint64_t seed = 2600;
+  for (const S& s : shapes) {
+    Tensor wf = rand_t({s.out, s.in}, seed++, 1.f / std::sqrt(static_cast<float>(s.in)));
+    const Tensor w = s.dt == DType::BF16 ? to_bf16(wf) : wf;
+    const Pair pw{C().prepare_linear(w), G().prepare_linear(w)};
+    Tensor gf = rand_t({2 * s.out, s.in}, seed++, 1.f / std::sqrt(static_cast<float>(s.in)));
+    const Tensor gw = s.dt == DType::BF16 ? to_bf16(gf) : gf;
+    const Pair pg{C().prepare_linear(gw), G().prepare_linear(gw)};
+    const Pair nw = both(rand_t({s.in}, seed++, 0.5f, 1.f)), nb = both(rand_t({s.in}, seed++, 0.5f));
+    const Pair bias = both(rand_t({s.out}, seed++)), scale = both(rand_t({s.out}, seed++, 0.2f));
+    for (int64_t N : rows) {
+      if (s.in * s.out > (int64_t{1} << 24) && N > 2) continue;  // keep the big ones quick
+      for (bool layer : {false, true}) {
+        SCOPED_TRACE(testing::Message() << "N " << N << " in " << s.in << " out " << s.out << " "
+                                        << dtype_name(s.dt) << (layer ? " layer_norm" : " rms_norm"));
+        const InputNorm nc{layer, &nw.c, &nb.c, layer ? 1e-5f : 1e-8f}, ng{layer, &nw.g, &nb.g, nc.eps};
+        const Pair x = both(rand_t({N, s.in}, seed++, 2.f, 0.3f));
+        Pair h = zeros({N, s.in}), y = zeros({N, s.out}), t = zeros({N, 2 * s.out});
+        C().norm_linear(x.c, nc, h.c, pw.c, &bias.c, y.c);
+        G().norm_linear(x.g, ng, h.g, pw.g, &bias.g, y.g);
+        EXPECT_LE(err(y), tol::kSum) << "norm_linear";
+        C().norm_linear_act(x.c, nc, h.c, pw.c, nullptr, Act::Gelu, y.c);
+        G().norm_linear_act(x.g, ng, h.g, pw.g, nullptr, Act::Gelu, y.g);
+        EXPECT_LE(err(y), tol::kSum) << "norm_linear_act";
+        C().norm_linear_glu(x.c, nc, h.c, pg.c, Act::Silu, t.c, y.c);
+        G().norm_linear_glu(x.g, ng, h.g, pg.g, Act::Silu, t.g, y.g);
+        EXPECT_LE(err(y), tol::kSum) << "norm_linear_glu";
+      }
+      for (int way = 0; way < 3; ++way) {  // plain, + bias, + bias and scale
+        SCOPED_TRACE(testing::Message() << "linear_add N " << N << " in " << s.in << " out " << s.out << " "
+                                        << dtype_name(s.dt) << " way " << way);
+        const Pair a = both(rand_t({N, s.in}, seed++));
+        Pair x = both(rand_t({N, s.out}, seed++, 3.f)), t = zeros({N, s.out});
+        const Tensor* bc = way > 0 ? &bias.c : nullptr;
+        const Tensor* bg = way > 0 ? &bias.g : nullptr;
+        C().linear_add(a.c, pw.c, bc, way > 1 ? &scale.c : nullptr, t.c, x.c);
+        G().linear_add(a.g, pw.g, bg, way > 1 ? &scale.g : nullptr, t.g, x.g);
+        EXPECT_LE(err(x), tol::kSum);
+      }
+    }
+  }
+}
+
 // Streaming convs step by step against the CPU, four ways: conv1d + conv_history_update,
 // conv1d_step over x and over elu(x) (ELU gathered with the conv's input and history where the
 // backend fuses it, pointwise convs included), and conv1d_step_add over elu(x) onto a random y.
@@ -422,7 +478,8 @@ TEST_F(CudaOps, ElementwiseMatchCpu) {
 
 TEST_F(CudaOps, NormsMatchCpu) {
   uint64_t seed = 400;
-  for (int64_t Cn : {int64_t{4096}, int64_t{1024}, int64_t{512}, int64_t{33}, int64_t{16}})
+  // 5000: more than the kernel that holds a row in registers takes.
+  for (int64_t Cn : {int64_t{5000}, int64_t{4096}, int64_t{1024}, int64_t{512}, int64_t{33}, int64_t{16}})
     for (int64_t N : {int64_t{1}, int64_t{3}, int64_t{64}}) {
       SCOPED_TRACE(testing::Message() << "N " << N << " C " << Cn);
       const Pair x = both(rand_t({N, Cn}, seed++, 2.f, 0.5f));  // off-centre: the variance must subtract the mean
@@ -659,8 +716,6 @@ TEST_F(CudaOps, FusedRopeCacheWriteAndAddNormMatchCpu) {
     }
 }
 
-// One step's embedding sum (one kernel) against the CPU's lookups added table by table: tables
-// of different lengths, id -1 (zeros) and the last row; mixed dtypes fall back to the lookups.
 // The decoding step's attention with its RoPE and cache write in the same kernel, against the
 // CPU's rope_kv_write then attention, step after step (earlier steps' keys come back from the
 // cache, the ring wraps, long caches split the window): outputs and caches agree.
@@ -700,6 +755,8 @@ TEST_F(CudaOps, RopeKvAttentionMatchesCpu) {
         }
 }
 
+// One step's embedding sum (one kernel) against the CPU's lookups added table by table: tables
+// of different lengths, id -1 (zeros) and the last row; mixed dtypes fall back to the lookups.
 TEST_F(CudaOps, EmbeddingSumMatchesCpu) {
   const int64_t D = 256;
   for (bool mixed : {false, true}) {

@@ -277,7 +277,7 @@ std::vector<std::pair<std::string, std::pair<double, Check>>> checks() {
     be.embedding(table, {7, -1, 49}, b, false);
     return max_diff(host(be, a), host(be, b));
   }}});
-  c.push_back({"fused rope+cache, add+norm, linear+GLU", {1e-5, [](Backend& be, std::string* d) {
+  c.push_back({"fused rope+cache, add/norm, GLU", {1e-5, [](Backend& be, std::string* d) {
     const int H = 4, D = 64, cap = 8, T = 3;
     const AttnShape sh{H, H, D};
     *d = "each fused op against the ops it stands for, on the same device";
@@ -315,11 +315,17 @@ std::vector<std::pair<std::string, std::pair<double, Check>>> checks() {
       }
     }
     err = std::max(err, max_diff(dec[0], dec[1]));
-    const int64_t C = 256;
-    const auto x = rnd(2 * C, 20), u = rnd(2 * C, 21), w = rnd(C, 22), b = rnd(C, 23);
-    const Tensor tw = be.prepare_vector(host_tensor(w, {C})), tb = be.prepare_vector(host_tensor(b, {C}));
-    for (const bool rms : {true, false}) {
-      Tensor x1 = dev(be, x, {2, C}), x2 = dev(be, x, {2, C}), uu = dev(be, u, {2, C});
+    // Residual add + norm; norm + product and product + residual add (f32 and bf16 weights, one
+    // and two rows).
+    const int64_t C = 256, O = 96;
+    const Tensor tw = be.prepare_vector(host_tensor(rnd(C, 22), {C})), tb = be.prepare_vector(host_tensor(rnd(C, 23), {C}));
+    const std::vector<float> lw = rnd(O * C, 26, 0.1f);
+    Tensor lb = Tensor::zeros(DType::BF16, {O, C});
+    for (int64_t i = 0; i < O * C; ++i) lb.ptr<uint16_t>()[i] = f32_to_bf16(lw[i]);
+    const Tensor lin[2] = {be.prepare_linear(host_tensor(lw, {O, C})), be.prepare_linear(lb)};
+    const Tensor scale = be.prepare_vector(host_tensor(rnd(C, 27), {C}));
+    for (const bool rms : {true, false}) {  // residual add + the next norm
+      Tensor x1 = dev(be, rnd(2 * C, 20), {2, C}), x2 = dev(be, rnd(2 * C, 20), {2, C}), uu = dev(be, rnd(2 * C, 21), {2, C});
       Tensor y1 = be.empty(DType::F32, {2, C}), y2 = be.empty(DType::F32, {2, C});
       if (rms) {
         be.add_rms_norm(x1, uu, &tw, tw, 1e-6f, y1);
@@ -332,6 +338,25 @@ std::vector<std::pair<std::string, std::pair<double, Check>>> checks() {
       }
       err = std::max({err, max_diff(host(be, x1), host(be, x2)), max_diff(host(be, y1), host(be, y2))});
     }
+    for (const Tensor& w : lin)
+      for (const int64_t N : {int64_t{1}, int64_t{2}}) {
+        const Tensor x = dev(be, rnd(N * C, 20), {N, C}), a = dev(be, rnd(N * O, 21), {N, O});
+        Tensor h = be.empty(DType::F32, {N, C}), y1 = be.empty(DType::F32, {N, O}), y2 = be.empty(DType::F32, {N, O});
+        for (const bool layer : {false, true}) {
+          const InputNorm n{layer, &tw, &tb, 1e-5f};
+          be.norm_linear(x, n, h, w, nullptr, y1);
+          be.apply_norm(x, n, h);
+          be.linear(h, w, nullptr, y2);
+          err = std::max(err, max_diff(host(be, y1), host(be, y2)));
+        }
+        const Tensor wt = be.prepare_linear(host_tensor(rnd(C * O, 28, 0.1f), {C, O}));
+        Tensor r1 = dev(be, rnd(N * C, 29), {N, C}), r2 = dev(be, rnd(N * C, 29), {N, C});
+        Tensor t = be.empty(DType::F32, {N, C});
+        be.linear_add(a, wt, nullptr, &scale, t, r1);
+        be.linear(a, wt, nullptr, t);
+        be.add_scaled(r2, t, &scale);
+        err = std::max(err, max_diff(host(be, r1), host(be, r2)));
+      }
     // A gated feed-forward's first product, bf16 weights as the LM's, one and three rows.
     const int64_t Hg = 48, In = 128;
     const auto wv = rnd(2 * Hg * In, 24);

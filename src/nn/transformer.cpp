@@ -107,13 +107,6 @@ Transformer::State Transformer::new_state(Backend& be, int batch, int max_steps,
   return st;
 }
 
-void Transformer::norm(Backend& be, const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) const {
-  if (spec_.norm == NormKind::RmsNorm)
-    be.rms_norm(x, w, spec_.norm_eps, y);
-  else
-    be.layer_norm(x, w, b, spec_.norm_eps, y);
-}
-
 void Transformer::forward(Backend& be, Tensor& x, int T, State& st, int group) const {
   const int B = st.batch;
   const int64_t C = spec_.d_model, N = static_cast<int64_t>(B) * T;
@@ -152,37 +145,60 @@ void Transformer::forward(Backend& be, Tensor& x, int T, State& st, int group) c
   Tensor& ff = st.ws.f32(be, 4, {N, spec_.gated ? 2 * hidden : hidden});
   Tensor& gated = st.ws.f32(be, 5, {N, hidden});
   const bool rope = spec_.pos_emb == PosEmb::Rope || spec_.pos_emb == PosEmb::RopeConcat;
-  // The residual add that closes each half-layer is fused with the norm that opens the next
-  // (backends with an add+norm kernel save a launch and a pass over x).
-  auto add_norm = [&](const Tensor* scale, const Tensor& nw, const Tensor& nb) {
-    if (spec_.norm == NormKind::RmsNorm)
-      be.add_rms_norm(x, proj, scale, nw, spec_.norm_eps, h);
-    else
-      be.add_layer_norm(x, proj, scale, nw, nb, spec_.norm_eps, h);
-  };
-  if (!layers_.empty()) norm(be, x, layers_[0].norm1_w, layers_[0].norm1_b, h);
-  for (size_t i = 0; i < layers_.size(); ++i) {
-    const Layer& L = layers_[i];
-    const Weights& w = L.sets[set];
-    be.linear(h, w.in_proj, nullptr, qkv);
+  const bool layer_norm = spec_.norm == NormKind::LayerNorm;
+  auto input_norm = [&](const Tensor& w, const Tensor& b) { return InputNorm{layer_norm, &w, &b, spec_.norm_eps}; };
+  auto attend = [&](size_t i) {
     be.rope_kv_attention(qkv, st.caches[i], as, rope, spec_.max_period, spec_.pos_emb == PosEmb::Rope, B, st.pos,
                          st.lo, att);
-    be.linear(att, w.out_proj, nullptr, proj);
-    add_norm(spec_.layer_scale ? &L.scale1 : nullptr, L.norm2_w, L.norm2_b);
-    if (spec_.gated) {
-      be.linear_glu(h, w.ff_in, spec_.activation, ff, gated);
-      be.linear(gated, w.ff_out, nullptr, proj);
-    } else {
-      be.linear_act(h, w.ff_in, nullptr, spec_.activation, ff);
-      be.linear(ff, w.ff_out, nullptr, proj);
+  };
+  if (be.folds_norms(N, layer_norm)) {
+    // Each half-layer: norm + product, then the product that closes it adds onto x.
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      const Layer& L = layers_[i];
+      const Weights& w = L.sets[set];
+      be.norm_linear(x, input_norm(L.norm1_w, L.norm1_b), h, w.in_proj, nullptr, qkv);
+      attend(i);
+      be.linear_add(att, w.out_proj, nullptr, spec_.layer_scale ? &L.scale1 : nullptr, proj, x);
+      const InputNorm n2 = input_norm(L.norm2_w, L.norm2_b);
+      if (spec_.gated) {
+        be.norm_linear_glu(x, n2, h, w.ff_in, spec_.activation, ff, gated);
+        be.linear_add(gated, w.ff_out, nullptr, spec_.layer_scale ? &L.scale2 : nullptr, proj, x);
+      } else {
+        be.norm_linear_act(x, n2, h, w.ff_in, nullptr, spec_.activation, ff);
+        be.linear_add(ff, w.ff_out, nullptr, spec_.layer_scale ? &L.scale2 : nullptr, proj, x);
+      }
+      if (st.tap) (*st.tap)(st.tap_prefix + "layer" + std::to_string(i), x);
     }
-    const Tensor* scale2 = spec_.layer_scale ? &L.scale2 : nullptr;
-    const bool last = i + 1 == layers_.size();
-    if (last)
-      be.add_scaled(x, proj, scale2);
-    else
-      add_norm(scale2, layers_[i + 1].norm1_w, layers_[i + 1].norm1_b);
-    if (st.tap) (*st.tap)(st.tap_prefix + "layer" + std::to_string(i), x);
+  } else {
+    // The residual add that closes each half-layer is fused with the norm that opens the next.
+    auto add_norm = [&](const Tensor* scale, const Tensor& nw, const Tensor& nb) {
+      if (layer_norm)
+        be.add_layer_norm(x, proj, scale, nw, nb, spec_.norm_eps, h);
+      else
+        be.add_rms_norm(x, proj, scale, nw, spec_.norm_eps, h);
+    };
+    if (!layers_.empty()) be.apply_norm(x, input_norm(layers_[0].norm1_w, layers_[0].norm1_b), h);
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      const Layer& L = layers_[i];
+      const Weights& w = L.sets[set];
+      be.linear(h, w.in_proj, nullptr, qkv);
+      attend(i);
+      be.linear(att, w.out_proj, nullptr, proj);
+      add_norm(spec_.layer_scale ? &L.scale1 : nullptr, L.norm2_w, L.norm2_b);
+      if (spec_.gated) {
+        be.linear_glu(h, w.ff_in, spec_.activation, ff, gated);
+        be.linear(gated, w.ff_out, nullptr, proj);
+      } else {
+        be.linear_act(h, w.ff_in, nullptr, spec_.activation, ff);
+        be.linear(ff, w.ff_out, nullptr, proj);
+      }
+      const Tensor* scale2 = spec_.layer_scale ? &L.scale2 : nullptr;
+      if (i + 1 == layers_.size())
+        be.add_scaled(x, proj, scale2);
+      else
+        add_norm(scale2, layers_[i + 1].norm1_w, layers_[i + 1].norm1_b);
+      if (st.tap) (*st.tap)(st.tap_prefix + "layer" + std::to_string(i), x);
+    }
   }
   for (int b = 0; b < B; ++b) st.offset[b] += T;
 }

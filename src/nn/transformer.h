@@ -84,7 +84,6 @@ class Transformer {
     std::vector<Weights> sets;
   };
   void load_norm(WeightBinder& wb, Backend& be, const std::string& name, Tensor* w, Tensor* b) const;
-  void norm(Backend& be, const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) const;
   AttnShape attn_shape() const;
 
   TransformerSpec spec_;

@@ -30,6 +30,15 @@ struct AttnShape {
 };
 
 enum class Act { Identity, Gelu, Silu, Relu, Sigmoid, Tanh, Elu };
+
+// The norm in front of a product (Backend::norm_linear and its kin), over the last dimension:
+// RMSNorm with alpha `w`, or LayerNorm (`layer`) with weight `w` and bias `b`.
+struct InputNorm {
+  bool layer = false;
+  const Tensor* w = nullptr;
+  const Tensor* b = nullptr;
+  float eps = 0.f;
+};
 // "gelu" (exact erf), "silu", "relu", "sigmoid", "tanh", "elu", "identity"; false if unknown.
 bool act_from_name(const std::string& name, Act* out);
 
@@ -184,6 +193,37 @@ class Backend {
     conv1d_step(prev, x, act, w, bias, cin, cout, kernel, stride, dilation, groups, scratch, tmp);
     add_scaled(y, tmp, nullptr);
   }
+  // Whether a transformer's half-layers over `rows` rows should run as norm_linear* ... linear_add
+  // (the backend folds the norm into the product after it and the residual add into the product
+  // before it) rather than linear ... add_rms_norm / add_layer_norm (one kernel for the add and
+  // the next norm). The results are the same either way (up to the order of sums).
+  virtual bool folds_norms(int64_t /*rows*/, bool /*layer_norm*/) const { return false; }
+  // The norm and the product of a transformer's half-layer: h = norm(x) (rms_norm or
+  // layer_norm), then linear(h, w, bias, y) / linear_act(h, ..., act, y) / linear_glu(h, w, act,
+  // t, y). `h` [N, in] (and `t`) are scratch that a fused kernel leaves untouched.
+  virtual void norm_linear(const Tensor& x, const InputNorm& n, Tensor& h, const Tensor& w, const Tensor* bias,
+                           Tensor& y) {
+    apply_norm(x, n, h);
+    linear(h, w, bias, y);
+  }
+  virtual void norm_linear_act(const Tensor& x, const InputNorm& n, Tensor& h, const Tensor& w, const Tensor* bias,
+                               Act act, Tensor& y) {
+    apply_norm(x, n, h);
+    linear_act(h, w, bias, act, y);
+  }
+  virtual void norm_linear_glu(const Tensor& x, const InputNorm& n, Tensor& h, const Tensor& w, Act act, Tensor& t,
+                               Tensor& y) {
+    apply_norm(x, n, h);
+    linear_glu(h, w, act, t, y);
+  }
+  // The product that closes a residual branch: x += scale ⊙ linear(a, w, bias), as linear(a, w,
+  // bias, t) then add_scaled(x, t, scale). `t` [N, out] is scratch that a fused kernel leaves
+  // untouched.
+  virtual void linear_add(const Tensor& a, const Tensor& w, const Tensor* bias, const Tensor* scale, Tensor& t,
+                          Tensor& x) {
+    linear(a, w, bias, t);
+    add_scaled(x, t, scale);
+  }
   // add_scaled(x, u, scale) then layer_norm(x, w, b, eps, y).
   virtual void add_layer_norm(Tensor& x, const Tensor& u, const Tensor* scale, const Tensor& w, const Tensor& b,
                               float eps, Tensor& y) {
@@ -209,6 +249,14 @@ class Backend {
   // V, p, seed, stream b, steps[b], site) on the host (greedy: ties to the lowest index).
   virtual void sample(const Tensor& logits, const SamplingParams& p, uint64_t seed, const std::vector<int64_t>& steps,
                       uint64_t site, Tensor& tokens, int64_t col) = 0;
+
+  // h = the norm n of x (rms_norm or layer_norm).
+  void apply_norm(const Tensor& x, const InputNorm& n, Tensor& h) {
+    if (n.layer)
+      layer_norm(x, *n.w, *n.b, n.eps, h);
+    else
+      rms_norm(x, *n.w, n.eps, h);
+  }
 
   // ---- repeated op sequences ---------------------------------------------------------------
   // A stage is a sequence of ops that repeats identically (same ops, shapes, tensors and launch

@@ -8,7 +8,7 @@
 
 namespace moshi {
 
-class CpuBackend final : public Backend {
+class CpuBackend : public Backend {
  public:
   explicit CpuBackend(int threads);
   std::string name() const override { return "cpu"; }

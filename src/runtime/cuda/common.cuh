@@ -300,6 +300,29 @@ bool matmul_glu(Impl& im, const float* x, int64_t N, const Tensor& w, float* y, 
 bool matmul_act(Impl& im, const float* x, int64_t N, const Tensor& w, const float* bias, float* y, Act act,
                 const char* op);
 
+// What a fused product does around its dot products. `nw` set: the input rows are RMS-normalized
+// with alpha nw (LayerNorm with `layer` and nb: not fused by any kernel yet, so refused), as
+// rms_norm computes it. `add`: y += scale ⊙ result (scale may be null) instead of y = result.
+struct ProductFusion {
+  const float* nw = nullptr;
+  const float* nb = nullptr;
+  float eps = 0.f;
+  bool layer = false;
+  bool add = false;
+  const float* scale = nullptr;
+};
+enum class ProductKind { Plain, Glu };
+// y = x · wᵀ (+ bias) with `f` around it (Plain), or the gated activation of a [2H, in] weight
+// (Glu, no bias), in one kernel where there is one for the shape (the RMSNorm: one row of
+// bf16 weights, Plain or Glu; the add: Plain on any streaming or tensor-core product); false
+// (nothing done) otherwise. gemv.cu.
+bool matmul_fused(Impl& im, const float* x, int64_t N, const Tensor& w, const float* bias, float* y, ProductKind kind,
+                  Act act, const ProductFusion& f, const char* op);
+// mma_gemm (glu: mma_gemm_glu) with `f` around it: the RMSNorm (not with the add or GLU's bias)
+// or the add (not with GLU).
+void mma_gemm_fused(Impl& im, const float* x, int64_t N, const Tensor& w, const float* bias, float* y, bool glu,
+                    Act act, const ProductFusion& f, const char* op);
+
 // A convolution's few output steps as one weight-streaming pass: y [B, out, tout] (channels
 // first, + bias) from the rows x [B·tout, in] (row b·tout + t: stream b's step t, im2col'd) and
 // w [out, in] f32, where gemv_channels_fits (up to 8 rows, `in` a multiple of 4, aligned w;

@@ -66,6 +66,14 @@ class CudaBackend final : public Backend {
   void gated_activation(const Tensor& x, Act act, Tensor& y) override;
   void linear_glu(const Tensor& x, const Tensor& w, Act act, Tensor& t, Tensor& y) override;
   void linear_act(const Tensor& x, const Tensor& w, const Tensor* bias, Act act, Tensor& y) override;
+  // RMSNorm at up to 8 rows (the LM's decoding step up to batch 8).
+  bool folds_norms(int64_t rows, bool layer_norm) const override;
+  void norm_linear(const Tensor& x, const InputNorm& n, Tensor& h, const Tensor& w, const Tensor* bias,
+                   Tensor& y) override;
+  void norm_linear_glu(const Tensor& x, const InputNorm& n, Tensor& h, const Tensor& w, Act act, Tensor& t,
+                       Tensor& y) override;
+  void linear_add(const Tensor& a, const Tensor& w, const Tensor* bias, const Tensor* scale, Tensor& t,
+                  Tensor& x) override;
   void add(const Tensor& a, const Tensor& b, Tensor& y) override;
   void add_scaled(Tensor& x, const Tensor& u, const Tensor* scale) override;
   void transpose_ct(const Tensor& x, Tensor& y) override;

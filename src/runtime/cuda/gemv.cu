@@ -76,23 +76,35 @@ __host__ __device__ constexpr int loads_in_flight(int r, int tw_bytes) { return 
 // leaves room, so that a GPU-wide product of a few thousand rows is one wave of blocks.
 __host__ __device__ constexpr int min_blocks(int nr, int tw_bytes) { return tw_bytes == 2 && nr == 1 ? 4 : 2; }
 
+// The RMS-normalizing kernels hold the norm's weights as well.
+constexpr int kRmsBlocks = 4;
+// Largest weight the RMS-normalizing product takes: it saves a small norm kernel's latency but
+// streams larger weights more slowly than the plain product (measured on an H100: the
+// depformer's 6-12 MB products gain, the temporal's 100-180 MB ones lose).
+constexpr int64_t kMaxRmsFusedBytes = int64_t{32} << 20;
+
 // GLU (a gated feed-forward's first product, w [2·out, in]: gate rows then up rows): each warp
 // takes gate row i and up row out + i and writes y[n, i] = act(gate) ⊙ up, as gated_kernel
 // computes it from the two products' results.
 // kAct: y = act(sum + bias), as the product then activation() compute it.
 // kChannels: row n = b·tout + t of x is time step t of stream b, and y is channels-first
 // [B, out, tout] (a convolution's few output steps: gemv_channels).
-enum Epilogue : int { kStore, kGlu, kAct, kChannels };
+// kAdd: y += f.scale ⊙ (sum + bias) (the product that closes a residual branch).
+enum Epilogue : int { kStore, kGlu, kAct, kChannels, kAdd };
 
-template <typename TW, int NR, int EPI>
-__global__ void __launch_bounds__(kThreads, min_blocks(NR, sizeof(TW)))
+// RMS: the input is RMS-normalized with alpha f.nw on the way: the dot products take x ⊙ alpha,
+// each warp also sums the squares of the x it reads (its slice of `in`: a block's split warps
+// cover the whole row), and the results are scaled by 1 / sqrt(mean(x²) + eps) at the end,
+// which equals the product of the normalized row.
+template <typename TW, int NR, int EPI, bool RMS>
+__global__ void __launch_bounds__(kThreads, RMS ? kRmsBlocks : min_blocks(NR, sizeof(TW)))
     gemv_kernel(const float* __restrict__ x, const TW* __restrict__ w, const float* __restrict__ bias,
-                float* __restrict__ y, int64_t in, int64_t out, int ks, Act act, int64_t tout) {
+                float* __restrict__ y, int64_t in, int64_t out, int ks, Act act, int64_t tout, ProductFusion f) {
   constexpr bool GLU = EPI == kGlu;
   constexpr int VEC = 16 / sizeof(TW);
   constexpr int R = GLU ? 2 : rows_per_warp(NR);
   constexpr int U = loads_in_flight(R, sizeof(TW));
-  __shared__ float part[kWarps][R][NR];
+  __shared__ float part[kWarps][R + (RMS ? 1 : 0)][NR];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int groups = kWarps / ks, g = warp / ks, s = warp % ks;
   const int64_t unit = static_cast<int64_t>(blockIdx.x) * groups + g;
@@ -107,11 +119,13 @@ __global__ void __launch_bounds__(kThreads, min_blocks(NR, sizeof(TW)))
     rows[r] = GLU ? min(unit, out - 1) + r * out : min(row0 + r, out - 1);
     wr[r] = reinterpret_cast<const uint4*>(w + rows[r] * in);
   }
-  float acc[R][NR];
+  float acc[R][NR], ss[NR];
 #pragma unroll
-  for (int r = 0; r < R; ++r)
+  for (int n = 0; n < NR; ++n) {
+    ss[n] = 0.f;
 #pragma unroll
-    for (int n = 0; n < NR; ++n) acc[r][n] = 0.f;
+    for (int r = 0; r < R; ++r) acc[r][n] = 0.f;
+  }
 
   pdl_trigger();
   // The first loads are issued before waiting for the previous kernel (the weights are never
@@ -126,6 +140,11 @@ __global__ void __launch_bounds__(kThreads, min_blocks(NR, sizeof(TW)))
         wv[u][r] = c + 32 * u < c_end ? ld_stream_early(wr[r] + c + 32 * u) : make_uint4(0u, 0u, 0u, 0u);
   }
   pdl_wait();
+  // The epilogue's add: the lane that writes (r, n) fetches its old value now, off the tail.
+  constexpr int kOwned = R * NR;
+  const int own_r = lane / NR, own_n = lane % NR;
+  float old = 0.f;
+  if (EPI == kAdd && s == 0 && lane < kOwned && row0 + own_r < out) old = y[own_n * out + row0 + own_r];
   for (int64_t c = c_begin + lane; c < c_end; c += 32 * U) {
     if (c != c_begin + lane) {
 #pragma unroll
@@ -145,6 +164,19 @@ __global__ void __launch_bounds__(kThreads, min_blocks(NR, sizeof(TW)))
         for (int n = 0; n < NR; ++n) {
           float xv[VEC];
           load_x<VEC>(x + n * in + cc * VEC, xv);
+          if (RMS)
+#pragma unroll
+            for (int e = 0; e < VEC; e += 4) {
+              const float4 a = __ldg(reinterpret_cast<const float4*>(f.nw + cc * VEC + e));
+              ss[n] = fmaf(xv[e], xv[e], ss[n]);
+              ss[n] = fmaf(xv[e + 1], xv[e + 1], ss[n]);
+              ss[n] = fmaf(xv[e + 2], xv[e + 2], ss[n]);
+              ss[n] = fmaf(xv[e + 3], xv[e + 3], ss[n]);
+              xv[e] *= a.x;
+              xv[e + 1] *= a.y;
+              xv[e + 2] *= a.z;
+              xv[e + 3] *= a.w;
+            }
 #pragma unroll
           for (int r = 0; r < R; ++r)
 #pragma unroll
@@ -154,27 +186,42 @@ __global__ void __launch_bounds__(kThreads, min_blocks(NR, sizeof(TW)))
     }
   }
 #pragma unroll
-  for (int r = 0; r < R; ++r)
+  for (int n = 0; n < NR; ++n) {
+    if (RMS) ss[n] = warp_sum(ss[n]);
 #pragma unroll
-    for (int n = 0; n < NR; ++n) acc[r][n] = warp_sum(acc[r][n]);
+    for (int r = 0; r < R; ++r) acc[r][n] = warp_sum(acc[r][n]);
+  }
 
   if (ks > 1) {  // uniform over the block: the first warp of each group adds the others' parts
     if (lane == 0)
 #pragma unroll
-      for (int r = 0; r < R; ++r)
+      for (int n = 0; n < NR; ++n) {
 #pragma unroll
-        for (int n = 0; n < NR; ++n) part[warp][r][n] = acc[r][n];
+        for (int r = 0; r < R; ++r) part[warp][r][n] = acc[r][n];
+        if (RMS) part[warp][R][n] = ss[n];
+      }
     __syncthreads();
     if (s != 0) return;
 #pragma unroll
-    for (int r = 0; r < R; ++r)
+    for (int n = 0; n < NR; ++n) {
 #pragma unroll
-      for (int n = 0; n < NR; ++n) {
+      for (int r = 0; r < R + (RMS ? 1 : 0); ++r) {
         float t = 0.f;
         for (int k = 0; k < ks; ++k) t += part[warp + k][r][n];
-        acc[r][n] = t;
+        if (r < R)
+          acc[r][n] = t;
+        else
+          ss[n] = t;
       }
+    }
   }
+  if (RMS)
+#pragma unroll
+    for (int n = 0; n < NR; ++n) {
+      const float inv = 1.f / sqrtf(ss[n] / static_cast<float>(in) + f.eps);
+#pragma unroll
+      for (int r = 0; r < R; ++r) acc[r][n] *= inv;
+    }
   if (GLU) {
 #pragma unroll
     for (int n = 0; n < NR; ++n)
@@ -189,10 +236,12 @@ __global__ void __launch_bounds__(kThreads, min_blocks(NR, sizeof(TW)))
       for (int n = 0; n < NR; ++n)
         if (lane == (r * NR + n) % 32 && row0 + r < out) {
           const float v = acc[r][n] + (bias ? bias[row0 + r] : 0.f);
-          if (EPI == kChannels)
+          if (EPI == kChannels) {
             y[((n / tout) * out + row0 + r) * tout + n % tout] = v;
-          else
-            y[n * out + row0 + r] = EPI == kAct ? apply_act(v, act) : v;
+          } else {
+            const float o = EPI == kAct ? apply_act(v, act) : v;
+            y[n * out + row0 + r] = EPI == kAdd ? old + (f.scale ? f.scale[row0 + r] * o : o) : o;
+          }
         }
   }
 }
@@ -222,9 +271,9 @@ __global__ void add_bias_kernel(float* __restrict__ y, const float* __restrict__
 }
 
 // GLU: `out` gated outputs of a [2·out, in] weight (see gemv_kernel).
-template <typename TW, int NR, int EPI = kStore>
+template <typename TW, int NR, int EPI = kStore, bool RMS = false>
 void launch_gemv(Impl& im, const float* x, const TW* w, const float* bias, float* y, int64_t in, int64_t out,
-                 const char* op, Act act = Act::Identity, int64_t tout = 1) {
+                 const char* op, Act act = Act::Identity, int64_t tout = 1, const ProductFusion& f = {}) {
   constexpr bool GLU = EPI == kGlu;
   constexpr int VEC = 16 / sizeof(TW);
   constexpr int R = GLU ? 2 : rows_per_warp(NR);
@@ -238,19 +287,20 @@ void launch_gemv(Impl& im, const float* x, const TW* w, const float* bias, float
   while (max_ks < kWarps && nchunks / (max_ks * 2) >= 64) max_ks *= 2;
   while (min_ks < max_ks && (nchunks + min_ks - 1) / min_ks > 32 * U) min_ks *= 2;
   const int ks = wave_split(im, (row_groups + kWarps - 1) / kWarps,
-                            blocks_per_sm(im, gemv_kernel<TW, NR, EPI>, kThreads, 0, op), min_ks, max_ks);
+                            blocks_per_sm(im, gemv_kernel<TW, NR, EPI, RMS>, kThreads, 0, op), min_ks, max_ks);
   const int64_t groups = kWarps / ks, blocks = (row_groups + groups - 1) / groups;
-  launch_early(im, op, gemv_kernel<TW, NR, EPI>, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, x, w, bias,
-               y, in, out, ks, act, tout);
+  launch_early(im, op, gemv_kernel<TW, NR, EPI, RMS>, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, x, w,
+               bias, y, in, out, ks, act, tout, f);
 }
 
 template <typename TW, int EPI = kStore>
 void gemv_rows(Impl& im, const float* x, int64_t N, const TW* w, const float* bias, float* y, int64_t in,
-               int64_t out, const char* op, Act act = Act::Identity, int64_t tout = 1) {
+               int64_t out, const char* op, Act act = Act::Identity, int64_t tout = 1, const ProductFusion& f = {}) {
   constexpr int VEC = 16 / sizeof(TW);
   const bool fast = in % VEC == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
                     reinterpret_cast<uintptr_t>(w) % 16 == 0;
   if (!fast) {
+    MOSHI_CHECK(EPI != kAdd, "cuda ", op, ": no fused product for this shape");
     launch(im, op, gemv_any_kernel<TW>, dim3(static_cast<unsigned>((out + kWarps - 1) / kWarps)), dim3(kThreads), 0,
            x, w, bias, y, N, in, out);
     return;
@@ -260,14 +310,14 @@ void gemv_rows(Impl& im, const float* x, int64_t N, const TW* w, const float* bi
     const float* xs = x + n0 * in;
     float* ys = y + n0 * out;
     switch (nr) {
-      case 1: launch_gemv<TW, 1, EPI>(im, xs, w, bias, ys, in, out, op, act, tout); break;
-      case 2: launch_gemv<TW, 2, EPI>(im, xs, w, bias, ys, in, out, op, act, tout); break;
-      case 3: launch_gemv<TW, 3, EPI>(im, xs, w, bias, ys, in, out, op, act, tout); break;
-      case 4: launch_gemv<TW, 4, EPI>(im, xs, w, bias, ys, in, out, op, act, tout); break;
-      case 5: launch_gemv<TW, 5, EPI>(im, xs, w, bias, ys, in, out, op, act, tout); break;
-      case 6: launch_gemv<TW, 6, EPI>(im, xs, w, bias, ys, in, out, op, act, tout); break;
-      case 7: launch_gemv<TW, 7, EPI>(im, xs, w, bias, ys, in, out, op, act, tout); break;
-      default: launch_gemv<TW, 8, EPI>(im, xs, w, bias, ys, in, out, op, act, tout); break;
+      case 1: launch_gemv<TW, 1, EPI>(im, xs, w, bias, ys, in, out, op, act, tout, f); break;
+      case 2: launch_gemv<TW, 2, EPI>(im, xs, w, bias, ys, in, out, op, act, tout, f); break;
+      case 3: launch_gemv<TW, 3, EPI>(im, xs, w, bias, ys, in, out, op, act, tout, f); break;
+      case 4: launch_gemv<TW, 4, EPI>(im, xs, w, bias, ys, in, out, op, act, tout, f); break;
+      case 5: launch_gemv<TW, 5, EPI>(im, xs, w, bias, ys, in, out, op, act, tout, f); break;
+      case 6: launch_gemv<TW, 6, EPI>(im, xs, w, bias, ys, in, out, op, act, tout, f); break;
+      case 7: launch_gemv<TW, 7, EPI>(im, xs, w, bias, ys, in, out, op, act, tout, f); break;
+      default: launch_gemv<TW, 8, EPI>(im, xs, w, bias, ys, in, out, op, act, tout, f); break;
     }
   }
 }
@@ -357,7 +407,119 @@ bool matmul_glu(Impl& im, const float* x, int64_t N, const Tensor& w, float* y, 
   return true;
 }
 
+bool matmul_fused(Impl& im, const float* x, int64_t N, const Tensor& w, const float* bias, float* y, ProductKind kind,
+                  Act act, const ProductFusion& f, const char* op) {
+  const bool bf16 = w.dtype() == DType::BF16, glu = kind == ProductKind::Glu;
+  const int64_t rows = w.dim(0), in = w.dim(1), out = glu ? rows / 2 : rows;
+  const int vec = bf16 ? 8 : 4;
+  if (N <= 0 || out <= 0 || in % vec != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(w.data()) % 16 != 0 || (glu && (bias || f.add || !bf16)))
+    return false;
+  MOSHI_CHECK(in <= INT32_MAX && rows <= INT32_MAX, "cuda ", op, ": product too large");
+  const uint16_t* wb = bf16 ? w.ptr<uint16_t>() : nullptr;
+  if (f.nw) {  // RMSNorm folded into a bf16 product: one row streaming (gemv_kernel), or tensor cores
+    if (f.layer || !bf16 || N > kMaxMmaRows || f.add || reinterpret_cast<uintptr_t>(f.nw) % 16 != 0 ||
+        w.nbytes() > kMaxRmsFusedBytes || (N > 1 && !mma_gemm_fits(x, N, w)))
+      return false;
+    if (N > 1)
+      mma_gemm_fused(im, x, N, w, bias, y, glu, act, f, op);
+    else if (glu)
+      launch_gemv<uint16_t, 1, kGlu, true>(im, x, wb, nullptr, y, in, out, op, act, 1, f);
+    else
+      launch_gemv<uint16_t, 1, kStore, true>(im, x, wb, bias, y, in, out, op, Act::Identity, 1, f);
+    return true;
+  }
+  if (kind != ProductKind::Plain || !f.add) return false;  // (the other kinds have their own ops)
+  if (bf16 && N >= 2 && N <= kMaxMmaRows && mma_gemm_fits(x, N, w)) {
+    mma_gemm_fused(im, x, N, w, bias, y, false, Act::Identity, f, op);
+  } else if (bf16 && N == 1) {
+    launch_gemv<uint16_t, 1, kAdd>(im, x, wb, bias, y, in, out, op, Act::Identity, 1, f);
+  } else {
+    return false;
+  }
+  return true;
+}
+
 }  // namespace cuda
+
+namespace {
+
+// The fused form of an InputNorm.
+cuda::ProductFusion norm_fusion(const InputNorm& n, const char* op) {
+  cuda::ProductFusion f;
+  MOSHI_CHECK(n.w && (!n.layer || (n.b && n.b->defined())), "cuda ", op, ": the norm needs its weights");
+  f.nw = cuda::f32_of(*n.w, op, "norm weight");
+  f.layer = n.layer;
+  if (n.layer) f.nb = cuda::f32_of(*n.b, op, "norm bias");
+  f.eps = n.eps;
+  return f;
+}
+
+// Checks a prepared linear weight against x [N, in] and y [N, out] (GLU: out = rows / 2); N.
+int64_t product_rows(const Tensor& x, const Tensor& w, const Tensor& y, bool glu, const char* op) {
+  cuda::need_cuda(w, op, "weight");
+  MOSHI_CHECK(w.ndim() == 2 && (w.dtype() == DType::F32 || w.dtype() == DType::BF16) && (!glu || w.dim(0) % 2 == 0),
+              "cuda ", op, ": weight ", shape_str(w.shape()), " is not a prepared linear weight");
+  const int64_t out = glu ? w.dim(0) / 2 : w.dim(0), in = w.dim(1), N = in ? x.numel() / in : 0;
+  MOSHI_CHECK(x.numel() == N * in && y.numel() == N * out, op, ": shapes ", shape_str(x.shape()), " x ",
+              shape_str(w.shape()), " -> ", shape_str(y.shape()));
+  return N;
+}
+
+const float* bias_of(const Tensor* bias, int64_t out, const char* op) {
+  if (!bias) return nullptr;
+  MOSHI_CHECK(bias->numel() == out, "cuda ", op, ": bias of ", bias->numel(), " for ", out, " outputs");
+  return cuda::f32_of(*bias, op, "bias");
+}
+
+}  // namespace
+
+bool CudaBackend::folds_norms(int64_t rows, bool layer_norm) const {
+  // Measured on an H100 (docs/performance.md): batch 1 and 8 gain; at 32 rows the tensor-core
+  // product's read-modify-write epilogue and the normalizing product cost more than the fused
+  // add + norm kernel they replace. The LayerNorm (Mimi) has no folded kernel.
+  return !layer_norm && rows <= cuda::kGemvRows;
+}
+
+void CudaBackend::norm_linear(const Tensor& x, const InputNorm& n, Tensor& h, const Tensor& w, const Tensor* bias,
+                              Tensor& y) {
+  impl_->enter(__func__);
+  const char* op = "norm_linear";
+  const int64_t N = product_rows(x, w, y, false, op);
+  if (cuda::matmul_fused(*impl_, cuda::f32_of(x, op, "input"), N, w, bias_of(bias, w.dim(0), op),
+                         cuda::f32_of(y, op, "output"), cuda::ProductKind::Plain, Act::Identity, norm_fusion(n, op), op))
+    return;
+  Backend::norm_linear(x, n, h, w, bias, y);
+}
+
+void CudaBackend::norm_linear_glu(const Tensor& x, const InputNorm& n, Tensor& h, const Tensor& w, Act act, Tensor& t,
+                                  Tensor& y) {
+  impl_->enter(__func__);
+  const char* op = "norm_linear_glu";
+  const int64_t N = product_rows(x, w, y, true, op);
+  if (cuda::matmul_fused(*impl_, cuda::f32_of(x, op, "input"), N, w, nullptr, cuda::f32_of(y, op, "output"),
+                         cuda::ProductKind::Glu, act, norm_fusion(n, op), op))
+    return;
+  Backend::norm_linear_glu(x, n, h, w, act, t, y);
+}
+
+void CudaBackend::linear_add(const Tensor& a, const Tensor& w, const Tensor* bias, const Tensor* scale, Tensor& t,
+                             Tensor& x) {
+  impl_->enter(__func__);
+  const char* op = "linear_add";
+  const int64_t N = product_rows(a, w, x, false, op);
+  cuda::ProductFusion f;
+  f.add = true;
+  if (scale) {
+    MOSHI_CHECK(scale->numel() == w.dim(0), "cuda linear_add: scale of ", scale->numel(), " for ", w.dim(0),
+                " outputs");
+    f.scale = cuda::f32_of(*scale, op, "scale");
+  }
+  if (cuda::matmul_fused(*impl_, cuda::f32_of(a, op, "input"), N, w, bias_of(bias, w.dim(0), op),
+                         cuda::f32_of(x, op, "output"), cuda::ProductKind::Plain, Act::Identity, f, op))
+    return;
+  Backend::linear_add(a, w, bias, scale, t, x);
+}
 
 void CudaBackend::linear_act(const Tensor& x, const Tensor& w, const Tensor* bias, Act act, Tensor& y) {
   impl_->enter(__func__);

@@ -33,6 +33,13 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+// 4 bytes global -> shared without registers (cp.async), and the wait for this thread's copies.
+__device__ __forceinline__ void copy_async4(float* dst, const float* src) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(d), "l"(src) : "memory");
+}
+__device__ __forceinline__ void copy_async_wait() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+
 // Two floats as bf16 hi and lo pairs (the lower k in the low half).
 __device__ __forceinline__ void split2(float a, float b, uint32_t& hi, uint32_t& lo) {
   const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
@@ -46,12 +53,16 @@ __device__ __forceinline__ void split2(float a, float b, uint32_t& hi, uint32_t&
 // GLU (a gated feed-forward's first product, w [2·out, in]: gate rows then up rows): a warp's
 // tile is gate rows i0..i0+7 over up rows out+i0..out+i0+7, so each lane holds the gate and up
 // sums of the same outputs and writes y[n, i] = act(gate) ⊙ up (as gated_kernel computes it).
-template <int NT, bool GLU>
+// RMS: the activation rows are RMS-normalized with alpha f.nw on the way, as gemv_kernel does
+// it (x ⊙ alpha into the products, the squares of x summed per row, the results scaled by each
+// row's 1 / sqrt(mean(x²) + eps) at the end). ADD: y += f.scale ⊙ result (not with GLU).
+template <int NT, bool GLU, bool RMS, bool ADD>
 __global__ void __launch_bounds__(kThreads) mma_gemm_kernel(const float* __restrict__ x,
                                                             const uint16_t* __restrict__ w,
                                                             const float* __restrict__ bias, float* __restrict__ y,
-                                                            int64_t N, int64_t in, int64_t out, int ks, Act act) {
-  __shared__ float part[kWarps][NT * 4][32];
+                                                            int64_t N, int64_t in, int64_t out, int ks, Act act,
+                                                            ProductFusion f) {
+  __shared__ float part[kWarps][NT * 4 + (RMS ? NT : 0)][32];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int groups = kWarps / ks, gi = warp / ks, s = warp % ks;
   const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * groups + gi) * (GLU ? 8 : 16);
@@ -69,11 +80,13 @@ __global__ void __launch_bounds__(kThreads) mma_gemm_kernel(const float* __restr
     xin[j] = n < N;
     xr[j] = x + min(n, N - 1) * in + 8 * t;
   }
-  float acc[NT][4];
+  float acc[NT][4], ss[NT];
 #pragma unroll
-  for (int j = 0; j < NT; ++j)
+  for (int j = 0; j < NT; ++j) {
+    ss[j] = 0.f;
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[j][e] = 0.f;
+  }
 
   pdl_trigger();
   // The first weights are loaded before waiting for the previous kernel (it never writes them).
@@ -85,6 +98,17 @@ __global__ void __launch_bounds__(kThreads) mma_gemm_kernel(const float* __restr
     vb[u] = ok ? ld_stream_early(wb + (c_begin + u) * 4) : make_uint4(0u, 0u, 0u, 0u);
   }
   pdl_wait();
+  // The epilogue's add: the old values this lane will write are copied now (asynchronously,
+  // holding no registers through the loop), off the tail, into the warp's own slot of `part`
+  // (which the split sum leaves to the first warp of each group).
+  if (ADD && s == 0)
+#pragma unroll
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t row = row0 + g + (e >= 2 ? 8 : 0), n = j * 8 + 2 * t + (e & 1);
+        if (row < out && n < N) copy_async4(&part[warp][j * 4 + e][lane], y + n * out + row);
+      }
   for (int64_t c = c_begin; c < c_end; c += kChunksInFlight) {
     if (c != c_begin) {
 #pragma unroll
@@ -97,12 +121,23 @@ __global__ void __launch_bounds__(kThreads) mma_gemm_kernel(const float* __restr
 #pragma unroll
     for (int u = 0; u < kChunksInFlight; ++u) {
       if (c + u >= c_end) break;
+      float4 a = make_float4(0.f, 0.f, 0.f, 0.f), b = a;
+      if (RMS) {
+        a = __ldg(reinterpret_cast<const float4*>(f.nw + (c + u) * 32 + 8 * t));
+        b = __ldg(reinterpret_cast<const float4*>(f.nw + (c + u) * 32 + 8 * t + 4));
+      }
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
         float4 p = make_float4(0.f, 0.f, 0.f, 0.f), q = p;
         if (xin[j]) {
           p = __ldg(reinterpret_cast<const float4*>(xr[j] + (c + u) * 32));
           q = __ldg(reinterpret_cast<const float4*>(xr[j] + (c + u) * 32 + 4));
+        }
+        if (RMS) {
+          ss[j] = fmaf(p.x, p.x, fmaf(p.y, p.y, fmaf(p.z, p.z, fmaf(p.w, p.w, ss[j]))));
+          ss[j] = fmaf(q.x, q.x, fmaf(q.y, q.y, fmaf(q.z, q.z, fmaf(q.w, q.w, ss[j]))));
+          p = make_float4(p.x * a.x, p.y * a.y, p.z * a.z, p.w * a.w);
+          q = make_float4(q.x * b.x, q.y * b.y, q.z * b.z, q.w * b.w);
         }
         uint32_t h0, l0, h1, l1, h2, l2, h3, l3;
         split2(p.x, p.y, h0, l0);
@@ -116,22 +151,47 @@ __global__ void __launch_bounds__(kThreads) mma_gemm_kernel(const float* __restr
       }
     }
   }
-  if (ks > 1) {  // uniform over the block
+  if (RMS)  // row j·8 + g's squares: over the 4 lanes of the row, then (below) the split warps
 #pragma unroll
-    for (int j = 0; j < NT; ++j)
+    for (int j = 0; j < NT; ++j) {
+      ss[j] += __shfl_xor_sync(0xffffffffu, ss[j], 1);
+      ss[j] += __shfl_xor_sync(0xffffffffu, ss[j], 2);
+    }
+  if (ks > 1) {  // uniform over the block: the first warp of each group adds the others' parts
+    if (!ADD || s != 0)  // (ADD: the first warp's slot holds its old values)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) part[warp][j * 4 + e][lane] = acc[j][e];
+      for (int j = 0; j < NT; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) part[warp][j * 4 + e][lane] = acc[j][e];
+        if (RMS) part[warp][NT * 4 + j][lane] = ss[j];
+      }
     __syncthreads();
     if (s != 0) return;
 #pragma unroll
-    for (int j = 0; j < NT; ++j)
+    for (int j = 0; j < NT; ++j) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        float v = 0.f;
-        for (int k = 0; k < ks; ++k) v += part[warp + k][j * 4 + e][lane];
+        float v = ADD ? acc[j][e] : 0.f;
+        for (int k = ADD ? 1 : 0; k < ks; ++k) v += part[warp + k][j * 4 + e][lane];
         acc[j][e] = v;
       }
+      if (RMS) {  // (not with ADD: every warp wrote its part)
+        float v = 0.f;
+        for (int k = 0; k < ks; ++k) v += part[warp + k][NT * 4 + j][lane];
+        ss[j] = v;
+      }
+    }
   }
+  if (RMS)  // column n = j·8 + 2t + (e & 1) of the C fragment is row n of x: lane n·4 has its sum
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+      const float inv = 1.f / sqrtf(ss[j] / static_cast<float>(in) + f.eps);
+      const float i0 = __shfl_sync(0xffffffffu, inv, (2 * t) * 4), i1 = __shfl_sync(0xffffffffu, inv, (2 * t + 1) * 4);
+      acc[j][0] *= i0;
+      acc[j][1] *= i1;
+      acc[j][2] *= i0;
+      acc[j][3] *= i1;
+    }
   // C fragment: e = 0, 1 -> row g, columns 2t, 2t+1; e = 2, 3 -> row g + 8.
   if (GLU) {
 #pragma unroll
@@ -150,15 +210,23 @@ __global__ void __launch_bounds__(kThreads) mma_gemm_kernel(const float* __restr
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int64_t row = row0 + g + (e >= 2 ? 8 : 0), n = j * 8 + 2 * t + (e & 1);
-        if (row < out && n < N) y[n * out + row] = acc[j][e] + (bias ? bias[row] : 0.f);
+        if (row < out && n < N) {
+          const float v = acc[j][e] + (bias ? bias[row] : 0.f);
+          if (ADD) {
+            copy_async_wait();
+            y[n * out + row] = part[warp][j * 4 + e][lane] + (f.scale ? f.scale[row] * v : v);
+          } else {
+            y[n * out + row] = v;
+          }
+        }
       }
   }
 }
 
 // GLU: `out` gated outputs of a [2·out, in] weight (see mma_gemm_kernel).
-template <int NT, bool GLU>
+template <int NT, bool GLU, bool RMS, bool ADD>
 void launch_mma(Impl& im, const float* x, int64_t N, const uint16_t* w, const float* bias, float* y, int64_t in,
-                int64_t out, Act act, const char* op) {
+                int64_t out, Act act, const ProductFusion& f, const char* op) {
   const int64_t tiles = GLU ? (out + 7) / 8 : (out + 15) / 16, nchunks = in / 32;
   // Split `in` over the warps of a block (keeping a round of chunks in each slice): far enough that
   // a warp makes at most two rounds of loads where it can, then as far as fills the GPU's SMs
@@ -167,10 +235,10 @@ void launch_mma(Impl& im, const float* x, int64_t N, const uint16_t* w, const fl
   while (max_ks < kWarps && nchunks / (max_ks * 2) >= kChunksInFlight) max_ks *= 2;
   while (min_ks < max_ks && (nchunks + min_ks - 1) / min_ks > 2 * kChunksInFlight) min_ks *= 2;
   const int ks = wave_split(im, (tiles + kWarps - 1) / kWarps,
-                            blocks_per_sm(im, mma_gemm_kernel<NT, GLU>, kThreads, 0, op), min_ks, max_ks);
+                            blocks_per_sm(im, mma_gemm_kernel<NT, GLU, RMS, ADD>, kThreads, 0, op), min_ks, max_ks);
   const int64_t groups = kWarps / ks, blocks = (tiles + groups - 1) / groups;
-  launch_early(im, op, mma_gemm_kernel<NT, GLU>, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, x, w, bias,
-               y, N, in, out, ks, act);
+  launch_early(im, op, mma_gemm_kernel<NT, GLU, RMS, ADD>, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, x, w, bias,
+               y, N, in, out, ks, act, f);
 }
 
 }  // namespace
@@ -181,30 +249,41 @@ bool mma_gemm_fits(const float* x, int64_t N, const Tensor& w) {
          reinterpret_cast<uintptr_t>(w.data()) % 16 == 0;
 }
 
-template <bool GLU>
+template <bool GLU, bool RMS = false, bool ADD = false>
 static void mma_gemm_passes(Impl& im, const float* x, int64_t N, const Tensor& w, const float* bias, float* y,
-                            Act act, const char* op) {
+                            Act act, const ProductFusion& f, const char* op) {
   const int64_t in = w.dim(1), out = GLU ? w.dim(0) / 2 : w.dim(0);
   for (int64_t n0 = 0; n0 < N; n0 += 32) {
     const int64_t n = std::min<int64_t>(32, N - n0);
     const float* xs = x + n0 * in;
     float* ys = y + n0 * out;
     if (n <= 8)
-      launch_mma<1, GLU>(im, xs, n, w.ptr<uint16_t>(), bias, ys, in, out, act, op);
+      launch_mma<1, GLU, RMS, ADD>(im, xs, n, w.ptr<uint16_t>(), bias, ys, in, out, act, f, op);
     else if (n <= 16)
-      launch_mma<2, GLU>(im, xs, n, w.ptr<uint16_t>(), bias, ys, in, out, act, op);
+      launch_mma<2, GLU, RMS, ADD>(im, xs, n, w.ptr<uint16_t>(), bias, ys, in, out, act, f, op);
     else
-      launch_mma<4, GLU>(im, xs, n, w.ptr<uint16_t>(), bias, ys, in, out, act, op);
+      launch_mma<4, GLU, RMS, ADD>(im, xs, n, w.ptr<uint16_t>(), bias, ys, in, out, act, f, op);
   }
 }
 
 void mma_gemm(Impl& im, const float* x, int64_t N, const Tensor& w, const float* bias, float* y, const char* op) {
-  mma_gemm_passes<false>(im, x, N, w, bias, y, Act::Identity, op);
+  mma_gemm_passes<false>(im, x, N, w, bias, y, Act::Identity, ProductFusion{}, op);
+}
+
+void mma_gemm_fused(Impl& im, const float* x, int64_t N, const Tensor& w, const float* bias, float* y, bool glu,
+                    Act act, const ProductFusion& f, const char* op) {
+  MOSHI_CHECK(!(f.nw && (f.add || f.layer)) && !(glu && f.add), "cuda ", op, ": no such fused tensor-core product");
+  if (glu && f.nw)
+    mma_gemm_passes<true, true>(im, x, N, w, bias, y, act, f, op);
+  else if (f.nw)
+    mma_gemm_passes<false, true>(im, x, N, w, bias, y, act, f, op);
+  else
+    mma_gemm_passes<false, false, true>(im, x, N, w, bias, y, act, f, op);
 }
 
 void mma_gemm_glu(Impl& im, const float* x, int64_t N, const Tensor& w, const float* bias, float* y, Act act,
                   const char* op) {
-  mma_gemm_passes<true>(im, x, N, w, bias, y, act, op);
+  mma_gemm_passes<true>(im, x, N, w, bias, y, act, ProductFusion{}, op);
 }
 
 }  // namespace cuda

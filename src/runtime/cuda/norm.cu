@@ -75,6 +75,7 @@ __global__ void add_rms_norm_kernel(float* x, const float* u, const float* __res
 // add_rms_norm_kernel (LAYER: add_layer_norm_kernel) for rows of at most kHeld · blockDim.x
 // values: each thread keeps its values (and its weights, fetched before waiting for the previous
 // kernel) in registers, so the row is read once. Same sums in the same order as the row kernels.
+// With u null there is no add (x is left as it is): rms_norm_kernel / layer_norm_kernel.
 constexpr int kHeld = 4;
 template <bool LAYER>
 __global__ void add_norm_held_kernel(float* x, const float* u, const float* __restrict__ scale,
@@ -92,14 +93,18 @@ __global__ void add_norm_held_kernel(float* x, const float* u, const float* __re
   }
   pdl_wait();
   float* r = x + blockIdx.x * C;
-  const float* ur = u + blockIdx.x * C;
+  const float* ur = u ? u + blockIdx.x * C : nullptr;
   float s = 0.f;
 #pragma unroll
   for (int k = 0; k < kHeld; ++k) {
     const int64_t c = threadIdx.x + static_cast<int64_t>(k) * blockDim.x;
     if (c < C) {
-      v[k] = r[c] + (scale ? sc[k] * ur[c] : ur[c]);
-      r[c] = v[k];
+      if (u) {
+        v[k] = r[c] + (scale ? sc[k] * ur[c] : ur[c]);
+        r[c] = v[k];
+      } else {
+        v[k] = r[c];
+      }
       s += LAYER ? v[k] : v[k] * v[k];
     }
   }
@@ -154,9 +159,16 @@ void CudaBackend::layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, 
   MOSHI_CHECK(C > 0 && x.numel() == N * C && y.numel() == x.numel() && b.numel() == C, "layer_norm: shapes x ",
               shape_str(x.shape()), " weight ", shape_str(w.shape()), " y ", shape_str(y.shape()));
   MOSHI_CHECK(N <= INT32_MAX, "cuda layer_norm: too many rows");
-  cuda::launch(*impl_, op, cuda::layer_norm_kernel, dim3(static_cast<unsigned>(N)), dim3(cuda::norm_threads(C)), 0,
-               cuda::f32_of(x, op, "input"), cuda::f32_of(w, op, "weight"), cuda::f32_of(b, op, "bias"), eps,
-               cuda::f32_of(y, op, "output"), C);
+  const int threads = cuda::norm_threads(C);
+  const float *px = cuda::f32_of(x, op, "input"), *pw = cuda::f32_of(w, op, "weight"), *pb = cuda::f32_of(b, op, "bias");
+  float* py = cuda::f32_of(y, op, "output");
+  if (C <= static_cast<int64_t>(cuda::kHeld) * threads)  // (x is only read: the kernel's x is not const)
+    cuda::launch_chain(*impl_, op, cuda::add_norm_held_kernel<true>, dim3(static_cast<unsigned>(N)), dim3(threads), 0,
+                       const_cast<float*>(px), static_cast<const float*>(nullptr), static_cast<const float*>(nullptr),
+                       pw, pb, eps, py, C);
+  else
+    cuda::launch(*impl_, op, cuda::layer_norm_kernel, dim3(static_cast<unsigned>(N)), dim3(threads), 0, px, pw, pb,
+                 eps, py, C);
 }
 
 void CudaBackend::rms_norm(const Tensor& x, const Tensor& alpha, float eps, Tensor& y) {
@@ -166,9 +178,16 @@ void CudaBackend::rms_norm(const Tensor& x, const Tensor& alpha, float eps, Tens
   MOSHI_CHECK(C > 0 && x.numel() == N * C && y.numel() == x.numel(), "rms_norm: shapes x ", shape_str(x.shape()),
               " alpha ", shape_str(alpha.shape()), " y ", shape_str(y.shape()));
   MOSHI_CHECK(N <= INT32_MAX, "cuda rms_norm: too many rows");
-  cuda::launch_chain(*impl_, op, cuda::rms_norm_kernel, dim3(static_cast<unsigned>(N)),
-                     dim3(cuda::norm_threads(C)), 0, cuda::f32_of(x, op, "input"), cuda::f32_of(alpha, op, "alpha"),
-                     eps, cuda::f32_of(y, op, "output"), C);
+  const int threads = cuda::norm_threads(C);
+  const float *px = cuda::f32_of(x, op, "input"), *pa = cuda::f32_of(alpha, op, "alpha");
+  float* py = cuda::f32_of(y, op, "output");
+  if (C <= static_cast<int64_t>(cuda::kHeld) * threads)  // (x is only read: the kernel's x is not const)
+    cuda::launch_chain(*impl_, op, cuda::add_norm_held_kernel<false>, dim3(static_cast<unsigned>(N)), dim3(threads),
+                       0, const_cast<float*>(px), static_cast<const float*>(nullptr),
+                       static_cast<const float*>(nullptr), pa, static_cast<const float*>(nullptr), eps, py, C);
+  else
+    cuda::launch_chain(*impl_, op, cuda::rms_norm_kernel, dim3(static_cast<unsigned>(N)), dim3(threads), 0, px, pa,
+                       eps, py, C);
 }
 
 }  // namespace moshi
