@@ -416,6 +416,11 @@ bool matmul_fused(Impl& im, const float* x, int64_t N, const Tensor& w, const fl
       reinterpret_cast<uintptr_t>(w.data()) % 16 != 0 || (glu && (bias || f.add || !bf16)))
     return false;
   MOSHI_CHECK(in <= INT32_MAX && rows <= INT32_MAX, "cuda ", op, ": product too large");
+  std::string named;  // profiles tell the shapes apart
+  if (im.profile) {
+    named = std::string(op) + " " + std::to_string(rows) + "x" + std::to_string(in) + " N" + std::to_string(N);
+    op = named.c_str();
+  }
   const uint16_t* wb = bf16 ? w.ptr<uint16_t>() : nullptr;
   if (f.nw) {  // RMSNorm folded into a bf16 product: one row streaming (gemv_kernel), or tensor cores
     if (f.layer || !bf16 || N > kMaxMmaRows || f.add || reinterpret_cast<uintptr_t>(f.nw) % 16 != 0 ||
