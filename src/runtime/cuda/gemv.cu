@@ -76,8 +76,6 @@ __host__ __device__ constexpr int loads_in_flight(int r, int tw_bytes) { return 
 // leaves room, so that a GPU-wide product of a few thousand rows is one wave of blocks.
 __host__ __device__ constexpr int min_blocks(int nr, int tw_bytes) { return tw_bytes == 2 && nr == 1 ? 4 : 2; }
 
-// The RMS-normalizing kernels hold the norm's weights as well.
-constexpr int kRmsBlocks = 4;
 // Largest weight the RMS-normalizing product takes: it saves a small norm kernel's latency but
 // streams larger weights more slowly than the plain product (measured on an H100: the
 // depformer's 6-12 MB products gain, the temporal's 100-180 MB ones lose).
@@ -97,7 +95,7 @@ enum Epilogue : int { kStore, kGlu, kAct, kChannels, kAdd };
 // cover the whole row), and the results are scaled by 1 / sqrt(mean(x²) + eps) at the end,
 // which equals the product of the normalized row.
 template <typename TW, int NR, int EPI, bool RMS>
-__global__ void __launch_bounds__(kThreads, RMS ? kRmsBlocks : min_blocks(NR, sizeof(TW)))
+__global__ void __launch_bounds__(kThreads, min_blocks(NR, sizeof(TW)))
     gemv_kernel(const float* __restrict__ x, const TW* __restrict__ w, const float* __restrict__ bias,
                 float* __restrict__ y, int64_t in, int64_t out, int ks, Act act, int64_t tout, ProductFusion f) {
   constexpr bool GLU = EPI == kGlu;
