@@ -301,13 +301,11 @@ bool matmul_act(Impl& im, const float* x, int64_t N, const Tensor& w, const floa
                 const char* op);
 
 // What a fused product does around its dot products. `nw` set: the input rows are RMS-normalized
-// with alpha nw (LayerNorm with `layer` and nb: not fused by any kernel yet, so refused), as
-// rms_norm computes it. `add`: y += scale ⊙ result (scale may be null) instead of y = result.
+// with alpha nw, as rms_norm computes it (no kernel folds a LayerNorm). `add`: y += scale ⊙
+// result (scale may be null) instead of y = result.
 struct ProductFusion {
   const float* nw = nullptr;
-  const float* nb = nullptr;
   float eps = 0.f;
-  bool layer = false;
   bool add = false;
   const float* scale = nullptr;
 };

@@ -293,12 +293,11 @@ void launch_gemv(Impl& im, const float* x, const TW* w, const float* bias, float
 
 template <typename TW, int EPI = kStore>
 void gemv_rows(Impl& im, const float* x, int64_t N, const TW* w, const float* bias, float* y, int64_t in,
-               int64_t out, const char* op, Act act = Act::Identity, int64_t tout = 1, const ProductFusion& f = {}) {
+               int64_t out, const char* op, Act act = Act::Identity, int64_t tout = 1) {
   constexpr int VEC = 16 / sizeof(TW);
   const bool fast = in % VEC == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
                     reinterpret_cast<uintptr_t>(w) % 16 == 0;
   if (!fast) {
-    MOSHI_CHECK(EPI != kAdd, "cuda ", op, ": no fused product for this shape");
     launch(im, op, gemv_any_kernel<TW>, dim3(static_cast<unsigned>((out + kWarps - 1) / kWarps)), dim3(kThreads), 0,
            x, w, bias, y, N, in, out);
     return;
@@ -308,14 +307,14 @@ void gemv_rows(Impl& im, const float* x, int64_t N, const TW* w, const float* bi
     const float* xs = x + n0 * in;
     float* ys = y + n0 * out;
     switch (nr) {
-      case 1: launch_gemv<TW, 1, EPI>(im, xs, w, bias, ys, in, out, op, act, tout, f); break;
-      case 2: launch_gemv<TW, 2, EPI>(im, xs, w, bias, ys, in, out, op, act, tout, f); break;
-      case 3: launch_gemv<TW, 3, EPI>(im, xs, w, bias, ys, in, out, op, act, tout, f); break;
-      case 4: launch_gemv<TW, 4, EPI>(im, xs, w, bias, ys, in, out, op, act, tout, f); break;
-      case 5: launch_gemv<TW, 5, EPI>(im, xs, w, bias, ys, in, out, op, act, tout, f); break;
-      case 6: launch_gemv<TW, 6, EPI>(im, xs, w, bias, ys, in, out, op, act, tout, f); break;
-      case 7: launch_gemv<TW, 7, EPI>(im, xs, w, bias, ys, in, out, op, act, tout, f); break;
-      default: launch_gemv<TW, 8, EPI>(im, xs, w, bias, ys, in, out, op, act, tout, f); break;
+      case 1: launch_gemv<TW, 1, EPI>(im, xs, w, bias, ys, in, out, op, act, tout); break;
+      case 2: launch_gemv<TW, 2, EPI>(im, xs, w, bias, ys, in, out, op, act, tout); break;
+      case 3: launch_gemv<TW, 3, EPI>(im, xs, w, bias, ys, in, out, op, act, tout); break;
+      case 4: launch_gemv<TW, 4, EPI>(im, xs, w, bias, ys, in, out, op, act, tout); break;
+      case 5: launch_gemv<TW, 5, EPI>(im, xs, w, bias, ys, in, out, op, act, tout); break;
+      case 6: launch_gemv<TW, 6, EPI>(im, xs, w, bias, ys, in, out, op, act, tout); break;
+      case 7: launch_gemv<TW, 7, EPI>(im, xs, w, bias, ys, in, out, op, act, tout); break;
+      default: launch_gemv<TW, 8, EPI>(im, xs, w, bias, ys, in, out, op, act, tout); break;
     }
   }
 }
@@ -421,7 +420,7 @@ bool matmul_fused(Impl& im, const float* x, int64_t N, const Tensor& w, const fl
   }
   const uint16_t* wb = bf16 ? w.ptr<uint16_t>() : nullptr;
   if (f.nw) {  // RMSNorm folded into a bf16 product: one row streaming (gemv_kernel), or tensor cores
-    if (f.layer || !bf16 || N > kMaxMmaRows || f.add || reinterpret_cast<uintptr_t>(f.nw) % 16 != 0 ||
+    if (!bf16 || N > kMaxMmaRows || f.add || reinterpret_cast<uintptr_t>(f.nw) % 16 != 0 ||
         w.nbytes() > kMaxRmsFusedBytes || (N > 1 && !mma_gemm_fits(x, N, w)))
       return false;
     if (N > 1)
@@ -447,13 +446,11 @@ bool matmul_fused(Impl& im, const float* x, int64_t N, const Tensor& w, const fl
 
 namespace {
 
-// The fused form of an InputNorm.
+// The fused form of an RMSNorm (InputNorm with `layer` false).
 cuda::ProductFusion norm_fusion(const InputNorm& n, const char* op) {
   cuda::ProductFusion f;
-  MOSHI_CHECK(n.w && (!n.layer || (n.b && n.b->defined())), "cuda ", op, ": the norm needs its weights");
+  MOSHI_CHECK(n.w, "cuda ", op, ": the norm needs its weights");
   f.nw = cuda::f32_of(*n.w, op, "norm weight");
-  f.layer = n.layer;
-  if (n.layer) f.nb = cuda::f32_of(*n.b, op, "norm bias");
   f.eps = n.eps;
   return f;
 }
@@ -489,7 +486,7 @@ void CudaBackend::norm_linear(const Tensor& x, const InputNorm& n, Tensor& h, co
   impl_->enter(__func__);
   const char* op = "norm_linear";
   const int64_t N = product_rows(x, w, y, false, op);
-  if (cuda::matmul_fused(*impl_, cuda::f32_of(x, op, "input"), N, w, bias_of(bias, w.dim(0), op),
+  if (!n.layer && cuda::matmul_fused(*impl_, cuda::f32_of(x, op, "input"), N, w, bias_of(bias, w.dim(0), op),
                          cuda::f32_of(y, op, "output"), cuda::ProductKind::Plain, Act::Identity, norm_fusion(n, op), op))
     return;
   Backend::norm_linear(x, n, h, w, bias, y);
@@ -500,7 +497,7 @@ void CudaBackend::norm_linear_glu(const Tensor& x, const InputNorm& n, Tensor& h
   impl_->enter(__func__);
   const char* op = "norm_linear_glu";
   const int64_t N = product_rows(x, w, y, true, op);
-  if (cuda::matmul_fused(*impl_, cuda::f32_of(x, op, "input"), N, w, nullptr, cuda::f32_of(y, op, "output"),
+  if (!n.layer && cuda::matmul_fused(*impl_, cuda::f32_of(x, op, "input"), N, w, nullptr, cuda::f32_of(y, op, "output"),
                          cuda::ProductKind::Glu, act, norm_fusion(n, op), op))
     return;
   Backend::norm_linear_glu(x, n, h, w, act, t, y);

@@ -272,7 +272,7 @@ void mma_gemm(Impl& im, const float* x, int64_t N, const Tensor& w, const float*
 
 void mma_gemm_fused(Impl& im, const float* x, int64_t N, const Tensor& w, const float* bias, float* y, bool glu,
                     Act act, const ProductFusion& f, const char* op) {
-  MOSHI_CHECK(!(f.nw && (f.add || f.layer)) && !(glu && f.add), "cuda ", op, ": no such fused tensor-core product");
+  MOSHI_CHECK(!(f.nw && f.add) && !(glu && f.add), "cuda ", op, ": no such fused tensor-core product");
   if (glu && f.nw)
     mma_gemm_passes<true, true>(im, x, N, w, bias, y, act, f, op);
   else if (f.nw)
