@@ -58,6 +58,7 @@ enum Slot : int {
   kAttnPart,   // attention split-K partial results
   kDots,       // vq distances
   kWideW,      // bf16 weights widened to f32 for cuBLAS
+  kSplitX,     // activations split into bf16 hi + lo fragments for the tensor cores
   kSlots
 };
 

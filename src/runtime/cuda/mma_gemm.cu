@@ -11,6 +11,10 @@
 // Activations stay f32 in effect: each is split into bf16 hi + lo (hi = rn(x), lo = rn(x - hi))
 // and both halves are multiplied, so the product keeps ~16 bits of x's mantissa (relative error
 // ~4e-6 per term, far inside the tolerance against the CPU) while the weights are read once.
+// From 9 rows on, a small kernel splits the activations once per product into exactly the
+// fragments the lanes load (`split_kernel`), so that the product's warps only load and multiply:
+// split in every warp, the activations' loads and conversions were ~90% of the instructions at
+// 32 rows, and the kernel was issue-bound at ~1.3 TB/s.
 #include <cuda_bf16.h>
 
 #include "runtime/cuda/common.cuh"
@@ -49,6 +53,30 @@ __device__ __forceinline__ void split2(float a, float b, uint32_t& hi, uint32_t&
   lo = *reinterpret_cast<const uint32_t*>(&l);
 }
 
+// x [N, in] as the fragments mma_gemm_kernel's lanes use (NT tiles of 8 rows; rows past N are
+// zero): uint4 ((c·NT + j)·2 + h)·32 + lane holds lane (g, t)'s four bf16 pairs of row j·8 + g,
+// elements c·32 + 8t .. +7, as hi (h = 0) or lo (h = 1) halves.
+__global__ void split_kernel(const float* x, uint4* __restrict__ xs, int64_t N, int64_t in, int nt) {
+  pdl_trigger();
+  pdl_wait();
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= in / 32 * nt * 32) return;
+  const int lane = static_cast<int>(i & 31), g = lane >> 2, t = lane & 3;
+  const int64_t cj = i >> 5, c = cj / nt, n = (cj % nt) * 8 + g;
+  float4 p = make_float4(0.f, 0.f, 0.f, 0.f), q = p;
+  if (n < N) {
+    p = *reinterpret_cast<const float4*>(x + n * in + c * 32 + 8 * t);
+    q = *reinterpret_cast<const float4*>(x + n * in + c * 32 + 8 * t + 4);
+  }
+  uint4 h, l;
+  split2(p.x, p.y, h.x, l.x);
+  split2(p.z, p.w, h.y, l.y);
+  split2(q.x, q.y, h.z, l.z);
+  split2(q.z, q.w, h.w, l.w);
+  xs[(cj * 2) * 32 + lane] = h;
+  xs[(cj * 2 + 1) * 32 + lane] = l;
+}
+
 // NT tiles of 8 activation rows. Requires in % 32 == 0 and 16-byte aligned x and w rows.
 // GLU (a gated feed-forward's first product, w [2·out, in]: gate rows then up rows): a warp's
 // tile is gate rows i0..i0+7 over up rows out+i0..out+i0+7, so each lane holds the gate and up
@@ -56,8 +84,10 @@ __device__ __forceinline__ void split2(float a, float b, uint32_t& hi, uint32_t&
 // RMS: the activation rows are RMS-normalized with alpha f.nw on the way, as gemv_kernel does
 // it (x ⊙ alpha into the products, the squares of x summed per row, the results scaled by each
 // row's 1 / sqrt(mean(x²) + eps) at the end). ADD: y += f.scale ⊙ result (not with GLU).
-template <int NT, bool GLU, bool RMS, bool ADD>
+// PRE: the activations come split, from split_kernel (xs; x unused; not with RMS).
+template <int NT, bool GLU, bool RMS, bool ADD, bool PRE>
 __global__ void __launch_bounds__(kThreads) mma_gemm_kernel(const float* __restrict__ x,
+                                                            const uint4* __restrict__ xs,
                                                             const uint16_t* __restrict__ w,
                                                             const float* __restrict__ bias, float* __restrict__ y,
                                                             int64_t N, int64_t in, int64_t out, int ks, Act act,
@@ -78,7 +108,7 @@ __global__ void __launch_bounds__(kThreads) mma_gemm_kernel(const float* __restr
   for (int j = 0; j < NT; ++j) {
     const int64_t n = j * 8 + g;
     xin[j] = n < N;
-    xr[j] = x + min(n, N - 1) * in + 8 * t;
+    xr[j] = PRE ? nullptr : x + min(n, N - 1) * in + 8 * t;
   }
   float acc[NT][4], ss[NT];
 #pragma unroll
@@ -128,6 +158,15 @@ __global__ void __launch_bounds__(kThreads) mma_gemm_kernel(const float* __restr
       }
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
+        if (PRE) {
+          const uint4* fr = xs + ((c + u) * NT + j) * 64 + lane;
+          const uint4 h = __ldg(fr), l = __ldg(fr + 32);
+          mma_bf16(acc[j], va[u].x, vb[u].x, va[u].y, vb[u].y, h.x, h.y);
+          mma_bf16(acc[j], va[u].x, vb[u].x, va[u].y, vb[u].y, l.x, l.y);
+          mma_bf16(acc[j], va[u].z, vb[u].z, va[u].w, vb[u].w, h.z, h.w);
+          mma_bf16(acc[j], va[u].z, vb[u].z, va[u].w, vb[u].w, l.z, l.w);
+          continue;
+        }
         float4 p = make_float4(0.f, 0.f, 0.f, 0.f), q = p;
         if (xin[j]) {
           p = __ldg(reinterpret_cast<const float4*>(xr[j] + (c + u) * 32));
@@ -224,8 +263,8 @@ __global__ void __launch_bounds__(kThreads) mma_gemm_kernel(const float* __restr
 }
 
 // GLU: `out` gated outputs of a [2·out, in] weight (see mma_gemm_kernel).
-template <int NT, bool GLU, bool RMS, bool ADD>
-void launch_mma(Impl& im, const float* x, int64_t N, const uint16_t* w, const float* bias, float* y, int64_t in,
+template <int NT, bool GLU, bool RMS, bool ADD, bool PRE = false>
+void launch_mma(Impl& im, const float* x, const uint4* xs, int64_t N, const uint16_t* w, const float* bias, float* y, int64_t in,
                 int64_t out, Act act, const ProductFusion& f, const char* op) {
   const int64_t tiles = GLU ? (out + 7) / 8 : (out + 15) / 16, nchunks = in / 32;
   // Split `in` over the warps of a block (keeping a round of chunks in each slice): far enough that
@@ -235,10 +274,21 @@ void launch_mma(Impl& im, const float* x, int64_t N, const uint16_t* w, const fl
   while (max_ks < kWarps && nchunks / (max_ks * 2) >= kChunksInFlight) max_ks *= 2;
   while (min_ks < max_ks && (nchunks + min_ks - 1) / min_ks > 2 * kChunksInFlight) min_ks *= 2;
   const int ks = wave_split(im, (tiles + kWarps - 1) / kWarps,
-                            blocks_per_sm(im, mma_gemm_kernel<NT, GLU, RMS, ADD>, kThreads, 0, op), min_ks, max_ks);
+                            blocks_per_sm(im, mma_gemm_kernel<NT, GLU, RMS, ADD, PRE>, kThreads, 0, op), min_ks, max_ks);
   const int64_t groups = kWarps / ks, blocks = (tiles + groups - 1) / groups;
-  launch_early(im, op, mma_gemm_kernel<NT, GLU, RMS, ADD>, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, x, w, bias,
-               y, N, in, out, ks, act, f);
+  launch_early(im, op, mma_gemm_kernel<NT, GLU, RMS, ADD, PRE>, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, x,
+               xs, w, bias, y, N, in, out, ks, act, f);
+}
+
+// A pass of 9..32 rows: split once (split_kernel), then the product on the fragments.
+template <int NT, bool GLU>
+void launch_mma_split(Impl& im, const float* x, int64_t N, const uint16_t* w, const float* bias, float* y, int64_t in,
+                      int64_t out, Act act, const char* op) {
+  const int64_t threads = in / 32 * NT * 32;
+  uint4* xs = im.ensure_t<uint4>(kSplitX, threads * 2, op);
+  launch_chain(im, op, split_kernel, dim3(static_cast<unsigned>((threads + 255) / 256)), dim3(256), 0, x, xs, N, in,
+               NT);
+  launch_mma<NT, GLU, false, false, true>(im, x, xs, N, w, bias, y, in, out, act, ProductFusion{}, op);
 }
 
 }  // namespace
@@ -257,12 +307,15 @@ static void mma_gemm_passes(Impl& im, const float* x, int64_t N, const Tensor& w
     const int64_t n = std::min<int64_t>(32, N - n0);
     const float* xs = x + n0 * in;
     float* ys = y + n0 * out;
+    const uint16_t* wp = w.ptr<uint16_t>();
     if (n <= 8)
-      launch_mma<1, GLU, RMS, ADD>(im, xs, n, w.ptr<uint16_t>(), bias, ys, in, out, act, f, op);
-    else if (n <= 16)
-      launch_mma<2, GLU, RMS, ADD>(im, xs, n, w.ptr<uint16_t>(), bias, ys, in, out, act, f, op);
+      launch_mma<1, GLU, RMS, ADD>(im, xs, nullptr, n, wp, bias, ys, in, out, act, f, op);
+    else if (RMS || ADD)
+      n <= 16 ? launch_mma<2, GLU, RMS, ADD>(im, xs, nullptr, n, wp, bias, ys, in, out, act, f, op)
+              : launch_mma<4, GLU, RMS, ADD>(im, xs, nullptr, n, wp, bias, ys, in, out, act, f, op);
     else
-      launch_mma<4, GLU, RMS, ADD>(im, xs, n, w.ptr<uint16_t>(), bias, ys, in, out, act, f, op);
+      n <= 16 ? launch_mma_split<2, GLU>(im, xs, n, wp, bias, ys, in, out, act, op)
+              : launch_mma_split<4, GLU>(im, xs, n, wp, bias, ys, in, out, act, op);
   }
 }
 
