@@ -84,7 +84,7 @@ __global__ void split_kernel(const float* x, uint4* __restrict__ xs, int64_t N, 
 // RMS: the activation rows are RMS-normalized with alpha f.nw on the way, as gemv_kernel does
 // it (x ⊙ alpha into the products, the squares of x summed per row, the results scaled by each
 // row's 1 / sqrt(mean(x²) + eps) at the end). ADD: y += f.scale ⊙ result (not with GLU).
-// PRE: the activations come split, from split_kernel (xs; x unused; not with RMS).
+// PRE: the activations come split, from split_kernel (xs; x unused). Used without RMS and ADD.
 template <int NT, bool GLU, bool RMS, bool ADD, bool PRE>
 __global__ void __launch_bounds__(kThreads) mma_gemm_kernel(const float* __restrict__ x,
                                                             const uint4* __restrict__ xs,
@@ -264,8 +264,8 @@ __global__ void __launch_bounds__(kThreads) mma_gemm_kernel(const float* __restr
 
 // GLU: `out` gated outputs of a [2·out, in] weight (see mma_gemm_kernel).
 template <int NT, bool GLU, bool RMS, bool ADD, bool PRE = false>
-void launch_mma(Impl& im, const float* x, const uint4* xs, int64_t N, const uint16_t* w, const float* bias, float* y, int64_t in,
-                int64_t out, Act act, const ProductFusion& f, const char* op) {
+void launch_mma(Impl& im, const float* x, const uint4* xs, int64_t N, const uint16_t* w, const float* bias, float* y,
+                int64_t in, int64_t out, Act act, const ProductFusion& f, const char* op) {
   const int64_t tiles = GLU ? (out + 7) / 8 : (out + 15) / 16, nchunks = in / 32;
   // Split `in` over the warps of a block (keeping a round of chunks in each slice): far enough that
   // a warp makes at most two rounds of loads where it can, then as far as fills the GPU's SMs
@@ -273,11 +273,12 @@ void launch_mma(Impl& im, const float* x, const uint4* xs, int64_t N, const uint
   int max_ks = 1, min_ks = 1;
   while (max_ks < kWarps && nchunks / (max_ks * 2) >= kChunksInFlight) max_ks *= 2;
   while (min_ks < max_ks && (nchunks + min_ks - 1) / min_ks > 2 * kChunksInFlight) min_ks *= 2;
-  const int ks = wave_split(im, (tiles + kWarps - 1) / kWarps,
-                            blocks_per_sm(im, mma_gemm_kernel<NT, GLU, RMS, ADD, PRE>, kThreads, 0, op), min_ks, max_ks);
+  auto kernel = mma_gemm_kernel<NT, GLU, RMS, ADD, PRE>;
+  const int ks =
+      wave_split(im, (tiles + kWarps - 1) / kWarps, blocks_per_sm(im, kernel, kThreads, 0, op), min_ks, max_ks);
   const int64_t groups = kWarps / ks, blocks = (tiles + groups - 1) / groups;
-  launch_early(im, op, mma_gemm_kernel<NT, GLU, RMS, ADD, PRE>, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, x,
-               xs, w, bias, y, N, in, out, ks, act, f);
+  launch_early(im, op, kernel, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, x, xs, w, bias, y, N, in, out,
+               ks, act, f);
 }
 
 // A pass of 9..32 rows: split once (split_kernel), then the product on the fragments.
