@@ -174,9 +174,10 @@ TEST_F(CudaOps, LinearMatchesCpu) {
   struct S {
     int64_t in, out;
   };
+  // (2048 x 4112: two weight tiles a warp, the last pair half past the end.)
   const S shapes[] = {{4096, 4096}, {4096, 2 * 11264}, {11264, 4096}, {1024, 2 * 2816}, {2816, 1024}, {512, 1536},
                       {512, 2048},  {256, 2048},       {33, 65},      {37, 5},          {44, 16},     {16, 1},
-                      {7, 4}};
+                      {7, 4},       {2048, 4112}};
   const int64_t rows[] = {1, 2, 3, 5, 8, 13, 16, 40, 64};
   uint64_t seed = 1;
   for (const S& s : shapes)
@@ -210,7 +211,7 @@ TEST_F(CudaOps, LinearGluMatchesCpu) {
     DType dt;
   };
   const S shapes[] = {{4096, 11264, DType::BF16}, {1024, 2816, DType::BF16}, {64, 20, DType::BF16},
-                      {1024, 2816, DType::F32},   {40, 24, DType::BF16}};
+                      {1024, 2816, DType::F32},   {40, 24, DType::BF16},   {2048, 2052, DType::BF16}};
   const int64_t rows[] = {1, 2, 8, 13, 32, 40, 70};
   uint64_t seed = 1500;
   for (const S& s : shapes) {
@@ -272,7 +273,8 @@ TEST_F(CudaOps, NormLinearAndLinearAddMatchCpu) {
     DType dt;
   };
   const S shapes[] = {{4096, 12288, DType::BF16}, {4096, 1024, DType::BF16}, {1024, 2816, DType::BF16}, {512, 1536, DType::F32},
-                      {2048, 512, DType::F32},    {36, 20, DType::BF16},     {36, 20, DType::F32}};
+                      {2048, 512, DType::F32},    {36, 20, DType::BF16},     {36, 20, DType::F32},
+                      {2048, 4112, DType::BF16}};
   const int64_t rows[] = {1, 2, 5, 8, 13, 40, 70};
   uint64_t seed = 2600;
   for (const S& s : shapes) {

@@ -1,7 +1,8 @@
 // Few-row products with bf16 weights on the tensor cores: y[N, out] = x[N, in] · wᵀ (+ bias) for
 // 2 <= N <= 32 per pass, reading the weights once (the LM's decoding step at batch 2..32).
 //
-// Each warp owns a 16-row tile of w and walks `in` in chunks of 32 with mma.m16n8k16 (bf16 in,
+// Each warp owns one 16-row tile of w (two for the large products from 5 rows on: the
+// activations it loads serve both) and walks `in` in chunks of 32 with mma.m16n8k16 (bf16 in,
 // f32 accumulate); the N activation rows are the n = 8 columns of 1, 2 or 4 tiles. The k order
 // inside a chunk is permuted so that every lane reads its weights as one 16-byte load per row
 // (8 consecutive values) and its activations as two float4 loads: lane (g, t) = (lane/4, lane%4)
@@ -77,7 +78,8 @@ __global__ void split_kernel(const float* x, uint4* __restrict__ xs, int64_t N, 
   xs[(cj * 2 + 1) * 32 + lane] = l;
 }
 
-// NT tiles of 8 activation rows. Requires in % 32 == 0 and 16-byte aligned x and w rows.
+// NT tiles of 8 activation rows; R tiles of weight rows per warp (the activations loaded for a
+// chunk are used for all R). Requires in % 32 == 0 and 16-byte aligned x and w rows.
 // GLU (a gated feed-forward's first product, w [2·out, in]: gate rows then up rows): a warp's
 // tile is gate rows i0..i0+7 over up rows out+i0..out+i0+7, so each lane holds the gate and up
 // sums of the same outputs and writes y[n, i] = act(gate) ⊙ up (as gated_kernel computes it).
@@ -85,23 +87,31 @@ __global__ void split_kernel(const float* x, uint4* __restrict__ xs, int64_t N, 
 // it (x ⊙ alpha into the products, the squares of x summed per row, the results scaled by each
 // row's 1 / sqrt(mean(x²) + eps) at the end). ADD: y += f.scale ⊙ result (not with GLU).
 // PRE: the activations come split, from split_kernel (xs; x unused). Used without RMS and ADD.
-template <int NT, bool GLU, bool RMS, bool ADD, bool PRE>
+template <int NT, int R, bool GLU, bool RMS, bool ADD, bool PRE>
 __global__ void __launch_bounds__(kThreads) mma_gemm_kernel(const float* __restrict__ x,
                                                             const uint4* __restrict__ xs,
                                                             const uint16_t* __restrict__ w,
                                                             const float* __restrict__ bias, float* __restrict__ y,
                                                             int64_t N, int64_t in, int64_t out, int ks, Act act,
                                                             ProductFusion f) {
+  constexpr int CIF = kChunksInFlight / R;  // the weight bytes in flight per warp do not depend on R
+  constexpr int TR = GLU ? 8 : 16;          // output rows of a tile
+  constexpr bool kAsyncOld = ADD && R == 1;  // the add's old values copied ahead into `part`
   __shared__ float part[kWarps][NT * 4 + (RMS ? NT : 0)][32];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int groups = kWarps / ks, gi = warp / ks, s = warp % ks;
-  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * groups + gi) * (GLU ? 8 : 16);
+  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * groups + gi) * (R * TR);
   const int64_t nchunks = in / 32, per = (nchunks + ks - 1) / ks;
   const int64_t c_begin = s * per, c_end = min(nchunks, c_begin + per);
   // Rows past the end read the last row (their results are not written).
-  const int64_t ra = min(row0 + g, out - 1), rb = GLU ? out + ra : min(row0 + g + 8, out - 1);
-  const uint4* wa = reinterpret_cast<const uint4*>(w + ra * in) + t;
-  const uint4* wb = reinterpret_cast<const uint4*>(w + rb * in) + t;
+  const uint4* wa[R];
+  const uint4* wb[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const int64_t ra = min(row0 + r * TR + g, out - 1), rb = GLU ? out + ra : min(row0 + r * TR + g + 8, out - 1);
+    wa[r] = reinterpret_cast<const uint4*>(w + ra * in) + t;
+    wb[r] = reinterpret_cast<const uint4*>(w + rb * in) + t;
+  }
   const float* xr[NT];
   bool xin[NT];
 #pragma unroll
@@ -110,28 +120,33 @@ __global__ void __launch_bounds__(kThreads) mma_gemm_kernel(const float* __restr
     xin[j] = n < N;
     xr[j] = PRE ? nullptr : x + min(n, N - 1) * in + 8 * t;
   }
-  float acc[NT][4], ss[NT];
+  float acc[R][NT][4], ss[NT];
 #pragma unroll
   for (int j = 0; j < NT; ++j) {
     ss[j] = 0.f;
 #pragma unroll
-    for (int e = 0; e < 4; ++e) acc[j][e] = 0.f;
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[r][j][e] = 0.f;
   }
 
   pdl_trigger();
   // The first weights are loaded before waiting for the previous kernel (it never writes them).
-  uint4 va[kChunksInFlight], vb[kChunksInFlight];
+  uint4 va[CIF][R], vb[CIF][R];
 #pragma unroll
-  for (int u = 0; u < kChunksInFlight; ++u) {
+  for (int u = 0; u < CIF; ++u) {
     const bool ok = c_begin + u < c_end;
-    va[u] = ok ? ld_stream_early(wa + (c_begin + u) * 4) : make_uint4(0u, 0u, 0u, 0u);
-    vb[u] = ok ? ld_stream_early(wb + (c_begin + u) * 4) : make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      va[u][r] = ok ? ld_stream_early(wa[r] + (c_begin + u) * 4) : make_uint4(0u, 0u, 0u, 0u);
+      vb[u][r] = ok ? ld_stream_early(wb[r] + (c_begin + u) * 4) : make_uint4(0u, 0u, 0u, 0u);
+    }
   }
   pdl_wait();
   // The epilogue's add: the old values this lane will write are copied now (asynchronously,
   // holding no registers through the loop), off the tail, into the warp's own slot of `part`
   // (which the split sum leaves to the first warp of each group).
-  if (ADD && s == 0)
+  if (kAsyncOld && s == 0)
 #pragma unroll
     for (int j = 0; j < NT; ++j)
 #pragma unroll
@@ -139,17 +154,20 @@ __global__ void __launch_bounds__(kThreads) mma_gemm_kernel(const float* __restr
         const int64_t row = row0 + g + (e >= 2 ? 8 : 0), n = j * 8 + 2 * t + (e & 1);
         if (row < out && n < N) copy_async4(&part[warp][j * 4 + e][lane], y + n * out + row);
       }
-  for (int64_t c = c_begin; c < c_end; c += kChunksInFlight) {
+  for (int64_t c = c_begin; c < c_end; c += CIF) {
     if (c != c_begin) {
 #pragma unroll
-      for (int u = 0; u < kChunksInFlight; ++u) {
+      for (int u = 0; u < CIF; ++u) {
         const bool ok = c + u < c_end;
-        va[u] = ok ? ld_stream(wa + (c + u) * 4) : make_uint4(0u, 0u, 0u, 0u);
-        vb[u] = ok ? ld_stream(wb + (c + u) * 4) : make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          va[u][r] = ok ? ld_stream(wa[r] + (c + u) * 4) : make_uint4(0u, 0u, 0u, 0u);
+          vb[u][r] = ok ? ld_stream(wb[r] + (c + u) * 4) : make_uint4(0u, 0u, 0u, 0u);
+        }
       }
     }
 #pragma unroll
-    for (int u = 0; u < kChunksInFlight; ++u) {
+    for (int u = 0; u < CIF; ++u) {
       if (c + u >= c_end) break;
       float4 a = make_float4(0.f, 0.f, 0.f, 0.f), b = a;
       if (RMS) {
@@ -158,35 +176,36 @@ __global__ void __launch_bounds__(kThreads) mma_gemm_kernel(const float* __restr
       }
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
+        uint32_t h0, l0, h1, l1, h2, l2, h3, l3;
         if (PRE) {
           const uint4* fr = xs + ((c + u) * NT + j) * 64 + lane;
           const uint4 h = __ldg(fr), l = __ldg(fr + 32);
-          mma_bf16(acc[j], va[u].x, vb[u].x, va[u].y, vb[u].y, h.x, h.y);
-          mma_bf16(acc[j], va[u].x, vb[u].x, va[u].y, vb[u].y, l.x, l.y);
-          mma_bf16(acc[j], va[u].z, vb[u].z, va[u].w, vb[u].w, h.z, h.w);
-          mma_bf16(acc[j], va[u].z, vb[u].z, va[u].w, vb[u].w, l.z, l.w);
-          continue;
+          h0 = h.x, h1 = h.y, h2 = h.z, h3 = h.w, l0 = l.x, l1 = l.y, l2 = l.z, l3 = l.w;
+        } else {
+          float4 p = make_float4(0.f, 0.f, 0.f, 0.f), q = p;
+          if (xin[j]) {
+            p = __ldg(reinterpret_cast<const float4*>(xr[j] + (c + u) * 32));
+            q = __ldg(reinterpret_cast<const float4*>(xr[j] + (c + u) * 32 + 4));
+          }
+          if (RMS) {
+            ss[j] = fmaf(p.x, p.x, fmaf(p.y, p.y, fmaf(p.z, p.z, fmaf(p.w, p.w, ss[j]))));
+            ss[j] = fmaf(q.x, q.x, fmaf(q.y, q.y, fmaf(q.z, q.z, fmaf(q.w, q.w, ss[j]))));
+            p = make_float4(p.x * a.x, p.y * a.y, p.z * a.z, p.w * a.w);
+            q = make_float4(q.x * b.x, q.y * b.y, q.z * b.z, q.w * b.w);
+          }
+          split2(p.x, p.y, h0, l0);
+          split2(p.z, p.w, h1, l1);
+          split2(q.x, q.y, h2, l2);
+          split2(q.z, q.w, h3, l3);
         }
-        float4 p = make_float4(0.f, 0.f, 0.f, 0.f), q = p;
-        if (xin[j]) {
-          p = __ldg(reinterpret_cast<const float4*>(xr[j] + (c + u) * 32));
-          q = __ldg(reinterpret_cast<const float4*>(xr[j] + (c + u) * 32 + 4));
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          const uint4 wa4 = va[u][r], wb4 = vb[u][r];
+          mma_bf16(acc[r][j], wa4.x, wb4.x, wa4.y, wb4.y, h0, h1);
+          mma_bf16(acc[r][j], wa4.x, wb4.x, wa4.y, wb4.y, l0, l1);
+          mma_bf16(acc[r][j], wa4.z, wb4.z, wa4.w, wb4.w, h2, h3);
+          mma_bf16(acc[r][j], wa4.z, wb4.z, wa4.w, wb4.w, l2, l3);
         }
-        if (RMS) {
-          ss[j] = fmaf(p.x, p.x, fmaf(p.y, p.y, fmaf(p.z, p.z, fmaf(p.w, p.w, ss[j]))));
-          ss[j] = fmaf(q.x, q.x, fmaf(q.y, q.y, fmaf(q.z, q.z, fmaf(q.w, q.w, ss[j]))));
-          p = make_float4(p.x * a.x, p.y * a.y, p.z * a.z, p.w * a.w);
-          q = make_float4(q.x * b.x, q.y * b.y, q.z * b.z, q.w * b.w);
-        }
-        uint32_t h0, l0, h1, l1, h2, l2, h3, l3;
-        split2(p.x, p.y, h0, l0);
-        split2(p.z, p.w, h1, l1);
-        split2(q.x, q.y, h2, l2);
-        split2(q.z, q.w, h3, l3);
-        mma_bf16(acc[j], va[u].x, vb[u].x, va[u].y, vb[u].y, h0, h1);
-        mma_bf16(acc[j], va[u].x, vb[u].x, va[u].y, vb[u].y, l0, l1);
-        mma_bf16(acc[j], va[u].z, vb[u].z, va[u].w, vb[u].w, h2, h3);
-        mma_bf16(acc[j], va[u].z, vb[u].z, va[u].w, vb[u].w, l2, l3);
       }
     }
   }
@@ -196,100 +215,120 @@ __global__ void __launch_bounds__(kThreads) mma_gemm_kernel(const float* __restr
       ss[j] += __shfl_xor_sync(0xffffffffu, ss[j], 1);
       ss[j] += __shfl_xor_sync(0xffffffffu, ss[j], 2);
     }
-  if (ks > 1) {  // uniform over the block: the first warp of each group adds the others' parts
-    if (!ADD || s != 0)  // (ADD: the first warp's slot holds its old values)
+  if (ks > 1) {  // uniform over the block: the first warp of each group adds the others' parts,
+                 // one weight tile at a time
 #pragma unroll
-      for (int j = 0; j < NT; ++j) {
+    for (int r = 0; r < R; ++r) {
+      if (r > 0) __syncthreads();  // the previous tile's parts are read
+      if (!kAsyncOld || s != 0)    // (kAsyncOld: the first warp's slot holds its old values)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) part[warp][j * 4 + e][lane] = acc[j][e];
-        if (RMS) part[warp][NT * 4 + j][lane] = ss[j];
-      }
-    __syncthreads();
-    if (s != 0) return;
+        for (int j = 0; j < NT; ++j) {
 #pragma unroll
-    for (int j = 0; j < NT; ++j) {
+          for (int e = 0; e < 4; ++e) part[warp][j * 4 + e][lane] = acc[r][j][e];
+          if (RMS && r == 0) part[warp][NT * 4 + j][lane] = ss[j];
+        }
+      __syncthreads();
+      if (s == 0)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        float v = ADD ? acc[j][e] : 0.f;
-        for (int k = ADD ? 1 : 0; k < ks; ++k) v += part[warp + k][j * 4 + e][lane];
-        acc[j][e] = v;
-      }
-      if (RMS) {  // (not with ADD: every warp wrote its part)
-        float v = 0.f;
-        for (int k = 0; k < ks; ++k) v += part[warp + k][NT * 4 + j][lane];
-        ss[j] = v;
-      }
+        for (int j = 0; j < NT; ++j) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            float v = kAsyncOld ? acc[r][j][e] : 0.f;
+            for (int k = kAsyncOld ? 1 : 0; k < ks; ++k) v += part[warp + k][j * 4 + e][lane];
+            acc[r][j][e] = v;
+          }
+          if (RMS && r == 0) {  // (not with ADD: every warp wrote its part)
+            float v = 0.f;
+            for (int k = 0; k < ks; ++k) v += part[warp + k][NT * 4 + j][lane];
+            ss[j] = v;
+          }
+        }
     }
+    if (s != 0) return;
   }
   if (RMS)  // column n = j·8 + 2t + (e & 1) of the C fragment is row n of x: lane n·4 has its sum
 #pragma unroll
     for (int j = 0; j < NT; ++j) {
       const float inv = 1.f / sqrtf(ss[j] / static_cast<float>(in) + f.eps);
       const float i0 = __shfl_sync(0xffffffffu, inv, (2 * t) * 4), i1 = __shfl_sync(0xffffffffu, inv, (2 * t + 1) * 4);
-      acc[j][0] *= i0;
-      acc[j][1] *= i1;
-      acc[j][2] *= i0;
-      acc[j][3] *= i1;
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        acc[r][j][0] *= i0;
+        acc[r][j][1] *= i1;
+        acc[r][j][2] *= i0;
+        acc[r][j][3] *= i1;
+      }
     }
   // C fragment: e = 0, 1 -> row g, columns 2t, 2t+1; e = 2, 3 -> row g + 8.
-  if (GLU) {
 #pragma unroll
-    for (int j = 0; j < NT; ++j)
+  for (int r = 0; r < R; ++r) {
+    if (GLU) {
+      const int64_t i = row0 + r * TR + g;
 #pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int64_t i = row0 + g, n = j * 8 + 2 * t + e;
-        if (i < out && n < N) {
-          const float gate = acc[j][e] + (bias ? bias[ra] : 0.f), up = acc[j][e + 2] + (bias ? bias[rb] : 0.f);
-          y[n * out + i] = apply_act(gate, act) * up;
-        }
-      }
-  } else {
+      for (int j = 0; j < NT; ++j)
 #pragma unroll
-    for (int j = 0; j < NT; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int64_t row = row0 + g + (e >= 2 ? 8 : 0), n = j * 8 + 2 * t + (e & 1);
-        if (row < out && n < N) {
-          const float v = acc[j][e] + (bias ? bias[row] : 0.f);
-          if (ADD) {
-            copy_async_wait();
-            y[n * out + row] = part[warp][j * 4 + e][lane] + (f.scale ? f.scale[row] * v : v);
-          } else {
-            y[n * out + row] = v;
+        for (int e = 0; e < 2; ++e) {
+          const int64_t n = j * 8 + 2 * t + e;
+          if (i < out && n < N) {
+            const float gate = acc[r][j][e] + (bias ? bias[i] : 0.f), up = acc[r][j][e + 2] + (bias ? bias[out + i] : 0.f);
+            y[n * out + i] = apply_act(gate, act) * up;
           }
         }
-      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < NT; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int64_t row = row0 + r * TR + g + (e >= 2 ? 8 : 0), n = j * 8 + 2 * t + (e & 1);
+          if (row < out && n < N) {
+            const float v = acc[r][j][e] + (bias ? bias[row] : 0.f);
+            if (ADD) {
+              float old;
+              if (kAsyncOld) {
+                copy_async_wait();
+                old = part[warp][j * 4 + e][lane];
+              } else {
+                old = y[n * out + row];
+              }
+              y[n * out + row] = old + (f.scale ? f.scale[row] * v : v);
+            } else {
+              y[n * out + row] = v;
+            }
+          }
+        }
+    }
   }
 }
 
 // GLU: `out` gated outputs of a [2·out, in] weight (see mma_gemm_kernel).
-template <int NT, bool GLU, bool RMS, bool ADD, bool PRE = false>
+template <int NT, int R, bool GLU, bool RMS, bool ADD, bool PRE = false>
 void launch_mma(Impl& im, const float* x, const uint4* xs, int64_t N, const uint16_t* w, const float* bias, float* y,
-                int64_t in, int64_t out, Act act, const ProductFusion& f, const char* op) {
-  const int64_t tiles = GLU ? (out + 7) / 8 : (out + 15) / 16, nchunks = in / 32;
+                  int64_t in, int64_t out, Act act, const ProductFusion& f, const char* op) {
+  constexpr int CIF = kChunksInFlight / R;
+  const int64_t tiles = GLU ? (out + 7) / 8 : (out + 15) / 16, tasks = (tiles + R - 1) / R, nchunks = in / 32;
   // Split `in` over the warps of a block (keeping a round of chunks in each slice): far enough that
   // a warp makes at most two rounds of loads where it can, then as far as fills the GPU's SMs
   // best to the end.
   int max_ks = 1, min_ks = 1;
-  while (max_ks < kWarps && nchunks / (max_ks * 2) >= kChunksInFlight) max_ks *= 2;
-  while (min_ks < max_ks && (nchunks + min_ks - 1) / min_ks > 2 * kChunksInFlight) min_ks *= 2;
-  auto kernel = mma_gemm_kernel<NT, GLU, RMS, ADD, PRE>;
+  while (max_ks < kWarps && nchunks / (max_ks * 2) >= CIF) max_ks *= 2;
+  while (min_ks < max_ks && (nchunks + min_ks - 1) / min_ks > 2 * CIF) min_ks *= 2;
+  auto kernel = mma_gemm_kernel<NT, R, GLU, RMS, ADD, PRE>;
   const int ks =
-      wave_split(im, (tiles + kWarps - 1) / kWarps, blocks_per_sm(im, kernel, kThreads, 0, op), min_ks, max_ks);
-  const int64_t groups = kWarps / ks, blocks = (tiles + groups - 1) / groups;
+      wave_split(im, (tasks + kWarps - 1) / kWarps, blocks_per_sm(im, kernel, kThreads, 0, op), min_ks, max_ks);
+  const int64_t groups = kWarps / ks, blocks = (tasks + groups - 1) / groups;
   launch_early(im, op, kernel, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, x, xs, w, bias, y, N, in, out,
                ks, act, f);
 }
 
 // A pass of 9..32 rows: split once (split_kernel), then the product on the fragments.
-template <int NT, bool GLU>
+template <int NT, int R, bool GLU>
 void launch_mma_split(Impl& im, const float* x, int64_t N, const uint16_t* w, const float* bias, float* y, int64_t in,
                       int64_t out, Act act, const char* op) {
   const int64_t threads = in / 32 * NT * 32;
   uint4* xs = im.ensure_t<uint4>(kSplitX, threads * 2, op);
   launch_chain(im, op, split_kernel, dim3(static_cast<unsigned>((threads + 255) / 256)), dim3(256), 0, x, xs, N, in,
                NT);
-  launch_mma<NT, GLU, false, false, true>(im, x, xs, N, w, bias, y, in, out, act, ProductFusion{}, op);
+  launch_mma<NT, R, GLU, false, false, true>(im, x, xs, N, w, bias, y, in, out, act, ProductFusion{}, op);
 }
 
 }  // namespace
@@ -300,23 +339,37 @@ bool mma_gemm_fits(const float* x, int64_t N, const Tensor& w) {
          reinterpret_cast<uintptr_t>(w.data()) % 16 == 0;
 }
 
+// Two weight tiles per warp (R = 2) from 5 rows on for the large products: the activations a
+// lane loads (and at up to 8 rows splits) serve twice the weights. Measured at batch 32 (H100,
+// step ms, 1 / 2 / 4 tiles for every product): temporal 8.79 / 8.25 / 14.8, depformer 2.92 /
+// 3.94 / 7.88 -- the depformer's 2-12 MB products have too few tiles to fill the GPU with 2 a warp.
+template <int R, bool GLU, bool RMS, bool ADD>
+static void mma_gemm_pass(Impl& im, const float* xs, int64_t n, const uint16_t* wp, const float* bias, float* ys,
+                          int64_t in, int64_t out, Act act, const ProductFusion& f, const char* op) {
+  if (n <= 8)
+    launch_mma<1, R, GLU, RMS, ADD>(im, xs, nullptr, n, wp, bias, ys, in, out, act, f, op);
+  else if (RMS || ADD)  // (not used from 9 rows on by the models: the norm runs before the product)
+    n <= 16 ? launch_mma<2, 1, GLU, RMS, ADD>(im, xs, nullptr, n, wp, bias, ys, in, out, act, f, op)
+            : launch_mma<4, 1, GLU, RMS, ADD>(im, xs, nullptr, n, wp, bias, ys, in, out, act, f, op);
+  else
+    n <= 16 ? launch_mma_split<2, R, GLU>(im, xs, n, wp, bias, ys, in, out, act, op)
+            : launch_mma_split<4, R, GLU>(im, xs, n, wp, bias, ys, in, out, act, op);
+}
+
 template <bool GLU, bool RMS = false, bool ADD = false>
 static void mma_gemm_passes(Impl& im, const float* x, int64_t N, const Tensor& w, const float* bias, float* y,
                             Act act, const ProductFusion& f, const char* op) {
   const int64_t in = w.dim(1), out = GLU ? w.dim(0) / 2 : w.dim(0);
+  const bool wide = w.dim(0) * in * 2 >= (int64_t{16} << 20);
   for (int64_t n0 = 0; n0 < N; n0 += 32) {
     const int64_t n = std::min<int64_t>(32, N - n0);
     const float* xs = x + n0 * in;
     float* ys = y + n0 * out;
     const uint16_t* wp = w.ptr<uint16_t>();
-    if (n <= 8)
-      launch_mma<1, GLU, RMS, ADD>(im, xs, nullptr, n, wp, bias, ys, in, out, act, f, op);
-    else if (RMS || ADD)
-      n <= 16 ? launch_mma<2, GLU, RMS, ADD>(im, xs, nullptr, n, wp, bias, ys, in, out, act, f, op)
-              : launch_mma<4, GLU, RMS, ADD>(im, xs, nullptr, n, wp, bias, ys, in, out, act, f, op);
+    if (wide && n > 4)
+      mma_gemm_pass<2, GLU, RMS, ADD>(im, xs, n, wp, bias, ys, in, out, act, f, op);
     else
-      n <= 16 ? launch_mma_split<2, GLU>(im, xs, n, wp, bias, ys, in, out, act, op)
-              : launch_mma_split<4, GLU>(im, xs, n, wp, bias, ys, in, out, act, op);
+      mma_gemm_pass<1, GLU, RMS, ADD>(im, xs, n, wp, bias, ys, in, out, act, f, op);
   }
 }
 
