@@ -150,6 +150,17 @@ std::shared_ptr<Backend> eager_cuda_backend() {
   return be;
 }
 
+// A CUDA backend whose products all stay on mma.sync (MOSHI_WGMMA=0): on a GPU where the large
+// ones go to the warpgroup-MMA kernels, the product tests check both paths.
+std::shared_ptr<Backend> mma_only_cuda_backend() {
+  setenv("MOSHI_WGMMA", "0", 1);
+  BackendOptions o;
+  o.device = "cuda";
+  std::shared_ptr<Backend> be = make_backend(o);
+  unsetenv("MOSHI_WGMMA");
+  return be;
+}
+
 // One tensor on each backend: the CPU's (host) and the GPU's (device).
 struct Pair {
   Tensor c, g;
@@ -167,69 +178,90 @@ class CudaOps : public testing::Test {
   Pair both(const Tensor& host) { return {host.clone(), up(G(), host)}; }
   Pair zeros(const Shape& s, DType dt = DType::F32) { return {Tensor::zeros(dt, s), G().empty(dt, s)}; }
   double err(const Pair& p) { return rel_err(down(G(), p.g), p.c); }
+  // Runs `body` with G() the default backend, then with one whose products stay on mma.sync.
+  template <typename F>
+  void on_both_product_paths(F body) {
+    {
+      SCOPED_TRACE("default products");
+      body();
+    }
+    const std::shared_ptr<Backend> keep = gpu_;
+    gpu_ = mma_only_cuda_backend();
+    {
+      SCOPED_TRACE("mma.sync products only (MOSHI_WGMMA=0)");
+      body();
+    }
+    gpu_ = keep;
+  }
   std::shared_ptr<Backend> gpu_;
 };
 
 TEST_F(CudaOps, LinearMatchesCpu) {
-  struct S {
-    int64_t in, out;
-  };
-  // (2048 x 4112: two weight tiles a warp, the last pair half past the end.)
-  const S shapes[] = {{4096, 4096}, {4096, 2 * 11264}, {11264, 4096}, {1024, 2 * 2816}, {2816, 1024}, {512, 1536},
-                      {512, 2048},  {256, 2048},       {33, 65},      {37, 5},          {44, 16},     {16, 1},
-                      {7, 4},       {2048, 4112}};
-  const int64_t rows[] = {1, 2, 3, 5, 8, 13, 16, 40, 64};
-  uint64_t seed = 1;
-  for (const S& s : shapes)
-    for (DType dt : {DType::F32, DType::BF16}) {
-      Tensor wf = rand_t({s.out, s.in}, seed++, 1.f / std::sqrt(static_cast<float>(s.in)));
-      const Tensor w = dt == DType::BF16 ? to_bf16(wf) : wf;
-      const Pair pw{C().prepare_linear(w), G().prepare_linear(w)};
-      const Pair bias = both(rand_t({s.out}, seed++));
-      for (int64_t N : rows) {
-        const bool odd = N == 3 || N == 5 || N == 13 || N == 40;
-        if (s.in * s.out > (int64_t{1} << 24) && odd) continue;  // keep the big ones quick
-        for (bool with_bias : {false, true}) {
-          SCOPED_TRACE(testing::Message() << "N " << N << " in " << s.in << " out " << s.out << " "
-                                          << dtype_name(dt) << (with_bias ? " +bias" : ""));
-          const Pair x = both(rand_t({N, s.in}, seed++));
-          Pair y = zeros({N, s.out});
-          C().linear(x.c, pw.c, with_bias ? &bias.c : nullptr, y.c);
-          G().linear(x.g, pw.g, with_bias ? &bias.g : nullptr, y.g);
-          EXPECT_LE(err(y), tol::kSum);
+  on_both_product_paths([&] {
+    struct S {
+      int64_t in, out;
+    };
+    // (2048 x 4112: two weight tiles a warp, the last pair half past the end.)
+    const S shapes[] = {{4096, 4096}, {4096, 2 * 11264}, {11264, 4096}, {1024, 2 * 2816}, {2816, 1024}, {512, 1536},
+                        {512, 2048},  {256, 2048},       {33, 65},      {37, 5},          {44, 16},     {16, 1},
+                        {7, 4},       {2048, 4112}};
+    const int64_t rows[] = {1, 2, 3, 5, 8, 13, 16, 40, 64};
+    uint64_t seed = 1;
+    for (const S& s : shapes)
+      for (DType dt : {DType::F32, DType::BF16}) {
+        Tensor wf = rand_t({s.out, s.in}, seed++, 1.f / std::sqrt(static_cast<float>(s.in)));
+        const Tensor w = dt == DType::BF16 ? to_bf16(wf) : wf;
+        const Pair pw{C().prepare_linear(w), G().prepare_linear(w)};
+        const Pair bias = both(rand_t({s.out}, seed++));
+        for (int64_t N : rows) {
+          const bool odd = N == 3 || N == 5 || N == 13 || N == 40;
+          if (s.in * s.out > (int64_t{1} << 24) && odd) continue;  // keep the big ones quick
+          for (bool with_bias : {false, true}) {
+            SCOPED_TRACE(testing::Message() << "N " << N << " in " << s.in << " out " << s.out << " "
+                                            << dtype_name(dt) << (with_bias ? " +bias" : ""));
+            const Pair x = both(rand_t({N, s.in}, seed++));
+            Pair y = zeros({N, s.out});
+            C().linear(x.c, pw.c, with_bias ? &bias.c : nullptr, y.c);
+            G().linear(x.g, pw.g, with_bias ? &bias.g : nullptr, y.g);
+            EXPECT_LE(err(y), tol::kSum);
+          }
         }
       }
-    }
+  });
 }
 
 // A gated feed-forward's first product with its activation (one kernel where the backend has
 // one) against the CPU's linear then gated_activation: the LM's shapes, and shapes that fall back
-// to the two ops (f32 weights, `in` not a multiple of 32, more than 64 rows).
+// to the two ops (f32 weights, `in` not a multiple of 32, more than 64 rows); 2048 x 4096 (32 MB)
+// takes the warpgroup-MMA kernels at every row count where the GPU has them.
 TEST_F(CudaOps, LinearGluMatchesCpu) {
-  struct S {
-    int64_t in, hidden;
-    DType dt;
-  };
-  const S shapes[] = {{4096, 11264, DType::BF16}, {1024, 2816, DType::BF16}, {64, 20, DType::BF16},
-                      {1024, 2816, DType::F32},   {40, 24, DType::BF16},   {2048, 2052, DType::BF16}};
-  const int64_t rows[] = {1, 2, 8, 13, 32, 40, 70};
-  uint64_t seed = 1500;
-  for (const S& s : shapes) {
-    Tensor wf = rand_t({2 * s.hidden, s.in}, seed++, 1.f / std::sqrt(static_cast<float>(s.in)));
-    const Tensor w = s.dt == DType::BF16 ? to_bf16(wf) : wf;
-    const Pair pw{C().prepare_linear(w), G().prepare_linear(w)};
-    for (int64_t N : rows)
-      for (Act act : {Act::Silu, Act::Gelu}) {
-        if (s.in * s.hidden > (int64_t{1} << 24) && N != 1 && N != 32) continue;  // keep the big ones quick
-        SCOPED_TRACE(testing::Message() << "N " << N << " in " << s.in << " hidden " << s.hidden << " "
-                                        << dtype_name(s.dt) << (act == Act::Silu ? " silu" : " gelu"));
-        const Pair x = both(rand_t({N, s.in}, seed++));
-        Pair t = zeros({N, 2 * s.hidden}), y = zeros({N, s.hidden});
-        C().linear_glu(x.c, pw.c, act, t.c, y.c);
-        G().linear_glu(x.g, pw.g, act, t.g, y.g);
-        EXPECT_LE(err(y), tol::kSum);
-      }
-  }
+  on_both_product_paths([&] {
+    struct S {
+      int64_t in, hidden;
+      DType dt;
+    };
+    const S shapes[] = {{4096, 11264, DType::BF16}, {1024, 2816, DType::BF16}, {64, 20, DType::BF16},
+                        {1024, 2816, DType::F32},   {40, 24, DType::BF16},   {2048, 2052, DType::BF16},
+                        {2048, 4096, DType::BF16}};
+    const int64_t rows[] = {1, 2, 8, 13, 32, 40, 70};
+    uint64_t seed = 1500;
+    for (const S& s : shapes) {
+      Tensor wf = rand_t({2 * s.hidden, s.in}, seed++, 1.f / std::sqrt(static_cast<float>(s.in)));
+      const Tensor w = s.dt == DType::BF16 ? to_bf16(wf) : wf;
+      const Pair pw{C().prepare_linear(w), G().prepare_linear(w)};
+      for (int64_t N : rows)
+        for (Act act : {Act::Silu, Act::Gelu}) {
+          if (s.in * s.hidden > (int64_t{1} << 24) && N != 1 && N != 32) continue;  // keep the big ones quick
+          SCOPED_TRACE(testing::Message() << "N " << N << " in " << s.in << " hidden " << s.hidden << " "
+                                          << dtype_name(s.dt) << (act == Act::Silu ? " silu" : " gelu"));
+          const Pair x = both(rand_t({N, s.in}, seed++));
+          Pair t = zeros({N, 2 * s.hidden}), y = zeros({N, s.hidden});
+          C().linear_glu(x.c, pw.c, act, t.c, y.c);
+          G().linear_glu(x.g, pw.g, act, t.g, y.g);
+          EXPECT_LE(err(y), tol::kSum);
+        }
+    }
+  });
 }
 
 // A product with its activation (one kernel for a few rows) against the CPU's linear then
@@ -268,55 +300,57 @@ TEST_F(CudaOps, LinearActMatchesCpu) {
 // the LM's and Mimi's shapes, RMSNorm and LayerNorm, and shapes that fall back (`in` not a
 // multiple of 8, more rows than a fused pass takes, f32 beyond 8 rows).
 TEST_F(CudaOps, NormLinearAndLinearAddMatchCpu) {
-  struct S {
-    int64_t in, out;
-    DType dt;
-  };
-  const S shapes[] = {{4096, 12288, DType::BF16}, {4096, 1024, DType::BF16}, {1024, 2816, DType::BF16}, {512, 1536, DType::F32},
-                      {2048, 512, DType::F32},    {36, 20, DType::BF16},     {36, 20, DType::F32},
-                      {2048, 4112, DType::BF16}};
-  const int64_t rows[] = {1, 2, 5, 8, 13, 40, 70};
-  uint64_t seed = 2600;
-  for (const S& s : shapes) {
-    Tensor wf = rand_t({s.out, s.in}, seed++, 1.f / std::sqrt(static_cast<float>(s.in)));
-    const Tensor w = s.dt == DType::BF16 ? to_bf16(wf) : wf;
-    const Pair pw{C().prepare_linear(w), G().prepare_linear(w)};
-    Tensor gf = rand_t({2 * s.out, s.in}, seed++, 1.f / std::sqrt(static_cast<float>(s.in)));
-    const Tensor gw = s.dt == DType::BF16 ? to_bf16(gf) : gf;
-    const Pair pg{C().prepare_linear(gw), G().prepare_linear(gw)};
-    const Pair nw = both(rand_t({s.in}, seed++, 0.5f, 1.f)), nb = both(rand_t({s.in}, seed++, 0.5f));
-    const Pair bias = both(rand_t({s.out}, seed++)), scale = both(rand_t({s.out}, seed++, 0.2f));
-    for (int64_t N : rows) {
-      if (s.in * s.out > (int64_t{1} << 24) && N > 2) continue;  // keep the big ones quick
-      for (bool layer : {false, true}) {
-        SCOPED_TRACE(testing::Message() << "N " << N << " in " << s.in << " out " << s.out << " "
-                                        << dtype_name(s.dt) << (layer ? " layer_norm" : " rms_norm"));
-        const InputNorm nc{layer, &nw.c, &nb.c, layer ? 1e-5f : 1e-8f}, ng{layer, &nw.g, &nb.g, nc.eps};
-        const Pair x = both(rand_t({N, s.in}, seed++, 2.f, 0.3f));
-        Pair h = zeros({N, s.in}), y = zeros({N, s.out}), t = zeros({N, 2 * s.out});
-        C().norm_linear(x.c, nc, h.c, pw.c, &bias.c, y.c);
-        G().norm_linear(x.g, ng, h.g, pw.g, &bias.g, y.g);
-        EXPECT_LE(err(y), tol::kSum) << "norm_linear";
-        C().norm_linear_act(x.c, nc, h.c, pw.c, nullptr, Act::Gelu, y.c);
-        G().norm_linear_act(x.g, ng, h.g, pw.g, nullptr, Act::Gelu, y.g);
-        EXPECT_LE(err(y), tol::kSum) << "norm_linear_act";
-        C().norm_linear_glu(x.c, nc, h.c, pg.c, Act::Silu, t.c, y.c);
-        G().norm_linear_glu(x.g, ng, h.g, pg.g, Act::Silu, t.g, y.g);
-        EXPECT_LE(err(y), tol::kSum) << "norm_linear_glu";
-      }
-      for (int way = 0; way < 3; ++way) {  // plain, + bias, + bias and scale
-        SCOPED_TRACE(testing::Message() << "linear_add N " << N << " in " << s.in << " out " << s.out << " "
-                                        << dtype_name(s.dt) << " way " << way);
-        const Pair a = both(rand_t({N, s.in}, seed++));
-        Pair x = both(rand_t({N, s.out}, seed++, 3.f)), t = zeros({N, s.out});
-        const Tensor* bc = way > 0 ? &bias.c : nullptr;
-        const Tensor* bg = way > 0 ? &bias.g : nullptr;
-        C().linear_add(a.c, pw.c, bc, way > 1 ? &scale.c : nullptr, t.c, x.c);
-        G().linear_add(a.g, pw.g, bg, way > 1 ? &scale.g : nullptr, t.g, x.g);
-        EXPECT_LE(err(x), tol::kSum);
+  on_both_product_paths([&] {
+    struct S {
+      int64_t in, out;
+      DType dt;
+    };
+    const S shapes[] = {{4096, 12288, DType::BF16}, {4096, 1024, DType::BF16}, {1024, 2816, DType::BF16}, {512, 1536, DType::F32},
+                        {2048, 512, DType::F32},    {36, 20, DType::BF16},     {36, 20, DType::F32},
+                        {2048, 4112, DType::BF16}};
+    const int64_t rows[] = {1, 2, 5, 8, 13, 40, 70};
+    uint64_t seed = 2600;
+    for (const S& s : shapes) {
+      Tensor wf = rand_t({s.out, s.in}, seed++, 1.f / std::sqrt(static_cast<float>(s.in)));
+      const Tensor w = s.dt == DType::BF16 ? to_bf16(wf) : wf;
+      const Pair pw{C().prepare_linear(w), G().prepare_linear(w)};
+      Tensor gf = rand_t({2 * s.out, s.in}, seed++, 1.f / std::sqrt(static_cast<float>(s.in)));
+      const Tensor gw = s.dt == DType::BF16 ? to_bf16(gf) : gf;
+      const Pair pg{C().prepare_linear(gw), G().prepare_linear(gw)};
+      const Pair nw = both(rand_t({s.in}, seed++, 0.5f, 1.f)), nb = both(rand_t({s.in}, seed++, 0.5f));
+      const Pair bias = both(rand_t({s.out}, seed++)), scale = both(rand_t({s.out}, seed++, 0.2f));
+      for (int64_t N : rows) {
+        if (s.in * s.out > (int64_t{1} << 24) && N > 2) continue;  // keep the big ones quick
+        for (bool layer : {false, true}) {
+          SCOPED_TRACE(testing::Message() << "N " << N << " in " << s.in << " out " << s.out << " "
+                                          << dtype_name(s.dt) << (layer ? " layer_norm" : " rms_norm"));
+          const InputNorm nc{layer, &nw.c, &nb.c, layer ? 1e-5f : 1e-8f}, ng{layer, &nw.g, &nb.g, nc.eps};
+          const Pair x = both(rand_t({N, s.in}, seed++, 2.f, 0.3f));
+          Pair h = zeros({N, s.in}), y = zeros({N, s.out}), t = zeros({N, 2 * s.out});
+          C().norm_linear(x.c, nc, h.c, pw.c, &bias.c, y.c);
+          G().norm_linear(x.g, ng, h.g, pw.g, &bias.g, y.g);
+          EXPECT_LE(err(y), tol::kSum) << "norm_linear";
+          C().norm_linear_act(x.c, nc, h.c, pw.c, nullptr, Act::Gelu, y.c);
+          G().norm_linear_act(x.g, ng, h.g, pw.g, nullptr, Act::Gelu, y.g);
+          EXPECT_LE(err(y), tol::kSum) << "norm_linear_act";
+          C().norm_linear_glu(x.c, nc, h.c, pg.c, Act::Silu, t.c, y.c);
+          G().norm_linear_glu(x.g, ng, h.g, pg.g, Act::Silu, t.g, y.g);
+          EXPECT_LE(err(y), tol::kSum) << "norm_linear_glu";
+        }
+        for (int way = 0; way < 3; ++way) {  // plain, + bias, + bias and scale
+          SCOPED_TRACE(testing::Message() << "linear_add N " << N << " in " << s.in << " out " << s.out << " "
+                                          << dtype_name(s.dt) << " way " << way);
+          const Pair a = both(rand_t({N, s.in}, seed++));
+          Pair x = both(rand_t({N, s.out}, seed++, 3.f)), t = zeros({N, s.out});
+          const Tensor* bc = way > 0 ? &bias.c : nullptr;
+          const Tensor* bg = way > 0 ? &bias.g : nullptr;
+          C().linear_add(a.c, pw.c, bc, way > 1 ? &scale.c : nullptr, t.c, x.c);
+          G().linear_add(a.g, pw.g, bg, way > 1 ? &scale.g : nullptr, t.g, x.g);
+          EXPECT_LE(err(x), tol::kSum);
+        }
       }
     }
-  }
+  });
 }
 
 // Streaming convs step by step against the CPU, four ways: conv1d + conv_history_update,

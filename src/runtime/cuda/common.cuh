@@ -59,6 +59,8 @@ enum Slot : int {
   kDots,       // vq distances
   kWideW,      // bf16 weights widened to f32 for cuBLAS
   kSplitX,     // activations split into bf16 hi + lo fragments for the tensor cores
+  kWgPart,     // wgmma products: partial sums of the blocks that split `in`
+  kWgCount,    // wgmma products: blocks done per row block, back to 0 after each launch
   kSlots
 };
 
@@ -109,6 +111,9 @@ struct Impl {
   // Programmatic dependent launch for launch_early() (compute capability 9.0+, not profiling or
   // syncing each op; MOSHI_CUDA_PDL=0 turns it off).
   bool pdl = false;
+  // The warpgroup-MMA products (wgmma_gemm.cu): built for sm_90a, a compute capability 9.0
+  // device, and MOSHI_WGMMA not 0 (which keeps every product on mma.sync, for comparison).
+  bool wgmma = false;
   bool graphs = true;  // MOSHI_CUDA_GRAPHS=0 (or MOSHI_CUDA_SYNC=1) runs every stage eagerly
   std::map<int, Stage> stages;
   int next_stage = 1;
@@ -136,6 +141,8 @@ struct Impl {
   // Scratch of at least `bytes`, grown (never shrunk) on demand. Growing waits for queued work
   // that may still read the old buffer.
   void* ensure(Slot s, size_t bytes, const char* op);
+  // As ensure, zero-filled whenever it is (re)allocated (the ops that use it leave it zero).
+  void* ensure_zeroed(Slot s, size_t bytes, const char* op);
   template <typename T>
   T* ensure_t(Slot s, int64_t count, const char* op) {
     return static_cast<T*>(ensure(s, static_cast<size_t>(count > 0 ? count : 1) * sizeof(T), op));
@@ -288,6 +295,12 @@ void matmul(Impl& im, const float* x, int64_t N, const Tensor& w, const float* b
 // The same on the tensor cores for bf16 weights and 2 <= N rows (mma_gemm.cu), where
 // mma_gemm_fits: `in` a multiple of 32 and 16-byte aligned rows.
 bool mma_gemm_fits(const float* x, int64_t N, const Tensor& w);
+// The large products on Hopper's warpgroup MMA (wgmma_gemm.cu), where Impl::wgmma and
+// wgmma_fits (2..32 rows, `in` a multiple of 64, at least 16 MB of weights; rows = the weight's
+// rows). add: y += scale ⊙ result (scale may be null; not with glu).
+bool wgmma_fits(int64_t N, int64_t in, int64_t rows, bool glu);
+void wgmma_gemm(Impl& im, const float* x, int64_t N, const uint16_t* w, const float* bias, float* y, int64_t in,
+                int64_t out, bool glu, Act act, bool add, const float* scale, const char* op);
 void mma_gemm(Impl& im, const float* x, int64_t N, const Tensor& w, const float* bias, float* y, const char* op);
 // The same for a gated feed-forward's first product: w [2H, in] (gate rows, then up rows),
 // y [N, H] = act(x · gateᵀ) ⊙ (x · upᵀ).

@@ -32,6 +32,13 @@ Impl::~Impl() {
   if (stream) cudaStreamDestroy(stream);
 }
 
+void* Impl::ensure_zeroed(Slot s, size_t bytes, const char* op) {
+  const bool grows = scratch[s].cap < bytes || !scratch[s].ptr;
+  void* p = ensure(s, bytes, op);
+  if (grows) MOSHI_CUDA_CHECK(op, cudaMemsetAsync(p, 0, scratch[s].cap, stream));
+  return p;
+}
+
 std::shared_ptr<void> Impl::alloc(size_t bytes, const char* op) {
   forbid_in_stage(op, true);
   const size_t n = bytes < 256 ? 256 : bytes;
@@ -155,6 +162,12 @@ CudaBackend::CudaBackend(int device_index) : impl_(std::make_unique<Impl>()) {
   im.graphs = !im.sync_each && !im.profile && !(graphs && std::strcmp(graphs, "0") == 0);
   const char* pdl = std::getenv("MOSHI_CUDA_PDL");
   im.pdl = prop.major >= 9 && !im.sync_each && !im.profile && !(pdl && std::strcmp(pdl, "0") == 0);
+  const char* wgmma = std::getenv("MOSHI_WGMMA");
+#ifdef MOSHI_CUDA_SM90A
+  im.wgmma = prop.major == 9 && prop.minor == 0 && !(wgmma && std::strcmp(wgmma, "0") == 0);
+#else
+  (void)wgmma;
+#endif
   // f32 products stay f32: no TF32 (the results are compared with the CPU's).
   MOSHI_CUDA_CHECK("cuBLAS init", cublasSetMathMode(im.blas, CUBLAS_DEFAULT_MATH));
 }

@@ -346,6 +346,8 @@ bool mma_gemm_fits(const float* x, int64_t N, const Tensor& w) {
 template <int R, bool GLU, bool RMS, bool ADD>
 static void mma_gemm_pass(Impl& im, const float* xs, int64_t n, const uint16_t* wp, const float* bias, float* ys,
                           int64_t in, int64_t out, Act act, const ProductFusion& f, const char* op) {
+  if (!RMS && im.wgmma && wgmma_fits(n, in, GLU ? 2 * out : out, GLU))
+    return wgmma_gemm(im, xs, n, wp, bias, ys, in, out, GLU, act, ADD, f.scale, op);
   if (n <= 8)
     launch_mma<1, R, GLU, RMS, ADD>(im, xs, nullptr, n, wp, bias, ys, in, out, act, f, op);
   else if (RMS || ADD)  // (not used from 9 rows on by the models: the norm runs before the product)
