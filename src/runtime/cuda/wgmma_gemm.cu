@@ -360,17 +360,19 @@ __global__ void __launch_bounds__(kWgThreads, 1)
 #endif
 }
 
-// Splits of `in` (1..kWgMaxSplit, at least a stage each) that fill the SMs' waves best, with a
-// small cost per split (their partial sums).
+// Splits of `in` (1..kWgMaxSplit, at least a stage each): the fewest waves of blocks times the
+// stages each block walks plus kWgBlockCost, a block's start and end in stages. Fewer, longer
+// blocks win ties: measured on an H100 (docs/performance.md), a cost of 2 beat both the
+// fullest waves and 0, 4 or 8.
+constexpr int64_t kWgBlockCost = 2;
 int wgmma_split_count(const Impl& im, int64_t row_blocks, int64_t stages, int resident) {
+  const int64_t cap = static_cast<int64_t>(im.sms) * resident;
   int best = 1;
-  double best_score = -1.0;
+  int64_t best_cost = INT64_MAX;
   for (int ks = 1; ks <= kWgMaxSplit && stages / ks >= 1; ++ks) {
-    const int64_t cap = static_cast<int64_t>(im.sms) * resident, blocks = row_blocks * ks,
-                  waves = (blocks + cap - 1) / cap;
-    const double score = static_cast<double>(blocks) / static_cast<double>(waves * cap) - 0.01 * ks;
-    if (score > best_score + 1e-9) {
-      best_score = score;
+    const int64_t waves = (row_blocks * ks + cap - 1) / cap, cost = waves * (kWgBlockCost + (stages + ks - 1) / ks);
+    if (cost < best_cost) {
+      best_cost = cost;
       best = ks;
     }
   }
