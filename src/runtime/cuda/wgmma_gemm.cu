@@ -8,9 +8,9 @@
 // owns MT tiles of 64 weight rows (GLU: each tile 32 gate rows and their 32 up rows, in
 // alternating groups of 8) over a range of `in`; blocks split `in` (KS of them per row block) so
 // that the grid fills the SMs, and the last block of a row block to finish adds the KS partial
-// sums in order (deterministic). The block walks its range in stages of 64 k values, S stages in
-// flight. A stage is:
-// - the weights: one TMA box of MT·64 rows x 64 k (128 bytes a row) with the 128-byte swizzle,
+// sums in order (deterministic). The block walks its range in stages of KW·64 k values, S stages
+// in flight. A stage is:
+// - the weights: KW TMA boxes of MT·64 rows x 64 k (128 bytes a row) with the 128-byte swizzle,
 //   evict-first in L2 (GLU: a 4D box whose groups alternate 8 gate rows and their 8 up rows);
 //   rows past the end of the matrix read as zeros;
 // - the activations (B): the NP rows' bf16 hi halves, then their lo halves, as written by
@@ -47,9 +47,9 @@ template <int NP>
 __host__ __device__ constexpr int b_stage_bytes() {
   return 4 * 64 * NP;  // 4 k16 steps x (hi + lo) x NP rows x 16 k x 2 bytes
 }
-template <int NP, int MT>
+template <int NP, int MT, int KW>
 __host__ __device__ constexpr int stage_bytes() {
-  return MT * kWgTileBytes + b_stage_bytes<NP>();
+  return KW * (MT * kWgTileBytes + b_stage_bytes<NP>());
 }
 
 __device__ __forceinline__ void split_pair(float a, float b, uint32_t& hi, uint32_t& lo) {
@@ -210,7 +210,7 @@ __device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, 128
 // NP activation rows (B: NP columns, hi and lo), GLU as in mma_gemm, MT tiles of 64 rows a
 // block, S stages in flight. Grid: (row blocks, KS). Dynamic shared memory: S stages + 1 KB
 // (the stages start at a 1024-byte boundary).
-template <int NP, bool GLU, int MT, int S>
+template <int NP, bool GLU, int MT, int S, int KW>
 __global__ void __launch_bounds__(kWgThreads, 1)
     wgmma_tma_kernel(const __grid_constant__ CUtensorMap wmap, const uint4* __restrict__ xs,
                      const float* __restrict__ bias, float* __restrict__ y, int64_t N, int64_t in, int64_t out,
@@ -219,7 +219,8 @@ __global__ void __launch_bounds__(kWgThreads, 1)
   __trap();  // (never launched: Impl::wgmma is off unless the build has sm_90a)
 #else
   constexpr int ND = NP / 2;  // accumulators a thread holds per tile (64 x NP / 128)
-  constexpr int AST = MT * kWgTileBytes, BST = b_stage_bytes<NP>(), STAGE = stage_bytes<NP, MT>();
+  constexpr int AST1 = MT * kWgTileBytes, BST1 = b_stage_bytes<NP>();  // one box's worth
+  constexpr int AST = KW * AST1, BST = KW * BST1, STAGE = stage_bytes<NP, MT, KW>();
   constexpr int RPB = MT * 64;  // weight rows a block (GLU: MT·32 outputs)
   extern __shared__ unsigned char sm_raw[];
   __shared__ __align__(8) uint64_t full[S], empty[S];
@@ -227,7 +228,7 @@ __global__ void __launch_bounds__(kWgThreads, 1)
   const uint32_t raw = smem_u32(sm_raw), base = (raw + 1023u) & ~1023u;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
   const int64_t rb = blockIdx.x, kb = blockIdx.y, KS = gridDim.y;
-  const int64_t nst_all = in / 64, s0 = kb * nst_all / KS, s1 = (kb + 1) * nst_all / KS;
+  const int64_t nst_all = in / (64 * KW), s0 = kb * nst_all / KS, s1 = (kb + 1) * nst_all / KS;
   const int nst = static_cast<int>(s1 - s0);
 
   if (tid == 0) {
@@ -245,11 +246,15 @@ __global__ void __launch_bounds__(kWgThreads, 1)
       asm volatile("prefetch.tensormap [%0];" ::"l"(reinterpret_cast<uint64_t>(&wmap)) : "memory");
       const uint64_t pol = evict_first_policy();
       auto load_a = [&](int i, int slot) {
-        const int k = static_cast<int>((s0 + i) * 64);
-        if (GLU)  // MT·4 groups of 8 gate rows and their 8 up rows
-          tma_box4(base + slot * STAGE, &wmap, k, static_cast<int>(rb * MT * 4), smem_u32(&full[slot]), pol);
-        else
-          tma_box2(base + slot * STAGE, &wmap, k, static_cast<int>(rb * RPB), smem_u32(&full[slot]), pol);
+#pragma unroll
+        for (int j = 0; j < KW; ++j) {
+          const int k = static_cast<int>((s0 + i) * 64 * KW + 64 * j);
+          if (GLU)  // MT·4 groups of 8 gate rows and their 8 up rows
+            tma_box4(base + slot * STAGE + j * AST1, &wmap, k, static_cast<int>(rb * MT * 4), smem_u32(&full[slot]),
+                     pol);
+          else
+            tma_box2(base + slot * STAGE + j * AST1, &wmap, k, static_cast<int>(rb * RPB), smem_u32(&full[slot]), pol);
+        }
       };
       auto load_b = [&](int i, int slot) {
         bulk_copy(base + slot * STAGE + AST, xs + (s0 + i) * (BST / 16), BST, smem_u32(&full[slot]));
@@ -283,15 +288,18 @@ __global__ void __launch_bounds__(kWgThreads, 1)
   for (int it = 0; it < nst; ++it) {
     const int slot = it % S;
     bar_wait(smem_u32(&full[slot]), static_cast<uint32_t>((it / S) & 1));
-    const uint32_t a = base + slot * STAGE, b = a + AST;
     wg_fence();
 #pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      const uint64_t bh = desc_plain(b + q * 64 * NP), bl = desc_plain(b + q * 64 * NP + 32 * NP);
+    for (int j = 0; j < KW; ++j) {
+      const uint32_t a = base + slot * STAGE + j * AST1, b = base + slot * STAGE + AST + j * BST1;
 #pragma unroll
-      for (int m = 0; m < MT; ++m) Wgmma<NP>::run(d[m], desc_sw128(a + m * kWgTileBytes + q * 32), bh);
+      for (int q = 0; q < 4; ++q) {
+        const uint64_t bh = desc_plain(b + q * 64 * NP), bl = desc_plain(b + q * 64 * NP + 32 * NP);
 #pragma unroll
-      for (int m = 0; m < MT; ++m) Wgmma<NP>::run(d[m], desc_sw128(a + m * kWgTileBytes + q * 32), bl);
+        for (int m = 0; m < MT; ++m) Wgmma<NP>::run(d[m], desc_sw128(a + m * kWgTileBytes + q * 32), bh);
+#pragma unroll
+        for (int m = 0; m < MT; ++m) Wgmma<NP>::run(d[m], desc_sw128(a + m * kWgTileBytes + q * 32), bl);
+      }
     }
     wg_commit();
     wg_wait<1>();  // the previous stage's products are done: its slot goes back to the producer
@@ -417,7 +425,7 @@ CUtensorMap weight_map(const uint16_t* w, int64_t out, int64_t in, bool glu, int
 }
 
 
-template <int NP, bool GLU, int MT, int S>
+template <int NP, bool GLU, int MT, int S, int KW>
 void launch_wgmma_cfg(Impl& im, const float* x, int64_t N, const uint16_t* w, const float* bias, float* y, int64_t in,
                       int64_t out, Act act, bool add, const float* scale, const char* op) {
   static_assert(S <= kWgMaxStages, "stages");
@@ -426,9 +434,9 @@ void launch_wgmma_cfg(Impl& im, const float* x, int64_t N, const uint16_t* w, co
   launch_chain(im, op, wgmma_split_kernel, dim3(static_cast<unsigned>((split_threads + 255) / 256)), dim3(256), 0, x,
                xs, N, in, NP);
   constexpr int RPB = MT * 64;
-  const int64_t row_blocks = GLU ? (out + RPB / 2 - 1) / (RPB / 2) : (out + RPB - 1) / RPB, stages = in / 64;
-  const size_t smem = static_cast<size_t>(S) * stage_bytes<NP, MT>() + 1024;
-  auto kernel = wgmma_tma_kernel<NP, GLU, MT, S>;
+  const int64_t row_blocks = GLU ? (out + RPB / 2 - 1) / (RPB / 2) : (out + RPB - 1) / RPB, stages = in / (64 * KW);
+  const size_t smem = static_cast<size_t>(S) * stage_bytes<NP, MT, KW>() + 1024;
+  auto kernel = wgmma_tma_kernel<NP, GLU, MT, S, KW>;
   MOSHI_CUDA_CHECK(op, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   const int KS = wgmma_split_count(im, row_blocks, stages, blocks_per_sm(im, kernel, kWgThreads, smem, op));
   float* part = nullptr;
@@ -442,15 +450,16 @@ void launch_wgmma_cfg(Impl& im, const float* x, int64_t N, const uint16_t* w, co
                smem, map, xs, bias, y, N, in, out, act, add ? 1 : 0, scale, part, count);
 }
 
-// Tiles a block x stages, by activation rows (measured on an H100, docs/performance.md: batch 2,
-// 8 and 32 fastest with one tile and six stages, 2-3 blocks an SM; batch 16 with two tiles).
+// One tile of 64 weight rows a block. Up to 8 activation rows: stages of one box (64 of `in`), 6
+// in flight (3 blocks an SM); 9 to 32 rows: stages of 4 boxes along `in` (256), 3 in flight,
+// where `in` allows. Measured on an H100 (docs/performance.md).
 template <int NP, bool GLU>
 void launch_wgmma(Impl& im, const float* x, int64_t N, const uint16_t* w, const float* bias, float* y, int64_t in,
                   int64_t out, Act act, bool add, const float* scale, const char* op) {
-  if (NP == 16)
-    launch_wgmma_cfg<NP, GLU, 2, 6>(im, x, N, w, bias, y, in, out, act, add, scale, op);
+  if (NP > 8 && in % 256 == 0)
+    launch_wgmma_cfg<NP, GLU, 1, 3, 4>(im, x, N, w, bias, y, in, out, act, add, scale, op);
   else
-    launch_wgmma_cfg<NP, GLU, 1, 6>(im, x, N, w, bias, y, in, out, act, add, scale, op);
+    launch_wgmma_cfg<NP, GLU, 1, 6, 1>(im, x, N, w, bias, y, in, out, act, add, scale, op);
 }
 
 }  // namespace
