@@ -369,16 +369,16 @@ __global__ void __launch_bounds__(kWgThreads, 1)
 }
 
 // Splits of `in` (1..kWgMaxSplit, at least a stage each): the fewest waves of blocks times the
-// stages each block walks plus kWgBlockCost, a block's start and end in stages. Fewer, longer
-// blocks win ties: measured on an H100 (docs/performance.md), a cost of 2 beat both the
-// fullest waves and 0, 4 or 8.
-constexpr int64_t kWgBlockCost = 2;
-int wgmma_split_count(const Impl& im, int64_t row_blocks, int64_t stages, int resident) {
-  const int64_t cap = static_cast<int64_t>(im.sms) * resident;
+// 64-wide steps of `in` each block walks plus a block's start and end, counted as 2 such steps
+// with stages of one box and 4 with stages of 4 boxes. Fewer, longer blocks win ties. Measured on
+// an H100 (docs/performance.md): those costs beat the fullest waves and the costs 0, 4 and 8 (one
+// box), 0, 2 and 8 (4 boxes).
+int wgmma_split_count(const Impl& im, int64_t row_blocks, int64_t stages, int resident, int kw) {
+  const int64_t cap = static_cast<int64_t>(im.sms) * resident, block_cost = kw == 1 ? 2 : 4;
   int best = 1;
   int64_t best_cost = INT64_MAX;
   for (int ks = 1; ks <= kWgMaxSplit && stages / ks >= 1; ++ks) {
-    const int64_t waves = (row_blocks * ks + cap - 1) / cap, cost = waves * (kWgBlockCost + (stages + ks - 1) / ks);
+    const int64_t waves = (row_blocks * ks + cap - 1) / cap, cost = waves * (block_cost + kw * ((stages + ks - 1) / ks));
     if (cost < best_cost) {
       best_cost = cost;
       best = ks;
@@ -438,7 +438,7 @@ void launch_wgmma_cfg(Impl& im, const float* x, int64_t N, const uint16_t* w, co
   const size_t smem = static_cast<size_t>(S) * stage_bytes<NP, MT, KW>() + 1024;
   auto kernel = wgmma_tma_kernel<NP, GLU, MT, S, KW>;
   MOSHI_CUDA_CHECK(op, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  const int KS = wgmma_split_count(im, row_blocks, stages, blocks_per_sm(im, kernel, kWgThreads, smem, op));
+  const int KS = wgmma_split_count(im, row_blocks, stages, blocks_per_sm(im, kernel, kWgThreads, smem, op), KW);
   float* part = nullptr;
   int* count = nullptr;
   if (KS > 1) {
