@@ -140,26 +140,21 @@ double cache_diff(Backend& g, const Tensor& gpu, const Tensor& cpu) {
   return worst;
 }
 
-// A second CUDA backend that records nothing (MOSHI_CUDA_GRAPHS=0): every op runs as it comes.
-std::shared_ptr<Backend> eager_cuda_backend() {
-  setenv("MOSHI_CUDA_GRAPHS", "0", 1);
+// A second CUDA backend, made with the environment variable `name` set to "0" (the backend reads
+// its switches when it is made).
+std::shared_ptr<Backend> cuda_backend_without(const char* name) {
+  setenv(name, "0", 1);
   BackendOptions o;
   o.device = "cuda";
   std::shared_ptr<Backend> be = make_backend(o);
-  unsetenv("MOSHI_CUDA_GRAPHS");
+  unsetenv(name);
   return be;
 }
-
-// A CUDA backend whose products all stay on mma.sync (MOSHI_WGMMA=0): on a GPU where the large
-// ones go to the warpgroup-MMA kernels, the product tests check both paths.
-std::shared_ptr<Backend> mma_only_cuda_backend() {
-  setenv("MOSHI_WGMMA", "0", 1);
-  BackendOptions o;
-  o.device = "cuda";
-  std::shared_ptr<Backend> be = make_backend(o);
-  unsetenv("MOSHI_WGMMA");
-  return be;
-}
+// One that records nothing (MOSHI_CUDA_GRAPHS=0): every op runs as it comes.
+std::shared_ptr<Backend> eager_cuda_backend() { return cuda_backend_without("MOSHI_CUDA_GRAPHS"); }
+// One whose products all stay on mma.sync (MOSHI_WGMMA=0): on a GPU where the large ones go to
+// the warpgroup-MMA kernels, the product tests check both paths.
+std::shared_ptr<Backend> mma_only_cuda_backend() { return cuda_backend_without("MOSHI_WGMMA"); }
 
 // One tensor on each backend: the CPU's (host) and the GPU's (device).
 struct Pair {

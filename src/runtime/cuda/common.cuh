@@ -8,6 +8,7 @@
 // every launch so that the failing op is the one named.
 #pragma once
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -367,6 +368,16 @@ __device__ __forceinline__ void store_narrow(uint16_t* p, float v) {
 // scratch, the attention's cache rows). Measured at batch 1 (H100, step ms, same call): 6.41
 // against 6.69 with the default policy, the depformer 1.15 against 1.32. (The same policy for
 // the attention's cache rows was slower at the full context: batch 32 30.8 against 28.0 ms.)
+// Two floats as bf16 hi and lo pairs (the lower k in the low half): hi + lo carries a float's
+// value to ~16 bits, so tensor-core products on both stay near f32 (mma_gemm, wgmma_gemm).
+__device__ __forceinline__ void split2(float a, float b, uint32_t& hi, uint32_t& lo) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+  const float2 hf = __bfloat1622float2(h);
+  const __nv_bfloat162 l = __floats2bfloat162_rn(a - hf.x, b - hf.y);
+  hi = *reinterpret_cast<const uint32_t*>(&h);
+  lo = *reinterpret_cast<const uint32_t*>(&l);
+}
+
 __device__ __forceinline__ uint64_t evict_first_policy() {
   uint64_t pol;
   asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));

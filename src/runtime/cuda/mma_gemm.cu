@@ -45,15 +45,6 @@ __device__ __forceinline__ void copy_async4(float* dst, const float* src) {
 }
 __device__ __forceinline__ void copy_async_wait() { asm volatile("cp.async.wait_all;" ::: "memory"); }
 
-// Two floats as bf16 hi and lo pairs (the lower k in the low half).
-__device__ __forceinline__ void split2(float a, float b, uint32_t& hi, uint32_t& lo) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
-  const float2 hf = __bfloat1622float2(h);
-  const __nv_bfloat162 l = __floats2bfloat162_rn(a - hf.x, b - hf.y);
-  hi = *reinterpret_cast<const uint32_t*>(&h);
-  lo = *reinterpret_cast<const uint32_t*>(&l);
-}
-
 // x [N, in] as the fragments mma_gemm_kernel's lanes use (NT tiles of 8 rows; rows past N are
 // zero): uint4 ((c·NT + j)·2 + h)·32 + lane holds lane (g, t)'s four bf16 pairs of row j·8 + g,
 // elements c·32 + 8t .. +7, as hi (h = 0) or lo (h = 1) halves.

@@ -52,14 +52,6 @@ __host__ __device__ constexpr int stage_bytes() {
   return KW * (MT * kWgTileBytes + b_stage_bytes<NP>());
 }
 
-__device__ __forceinline__ void split_pair(float a, float b, uint32_t& hi, uint32_t& lo) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
-  const float2 hf = __bfloat1622float2(h);
-  const __nv_bfloat162 l = __floats2bfloat162_rn(a - hf.x, b - hf.y);
-  hi = *reinterpret_cast<const uint32_t*>(&h);
-  lo = *reinterpret_cast<const uint32_t*>(&l);
-}
-
 // x [N, in] (N <= np) as B, per k16 step q (4·np uint4): the hi block (np/8 groups of 8 rows x
 // 2 k halves x 16 bytes), then the lo block. Thread (q, group, kc, r) splits row group·8 + r's
 // k values q·16 + kc·8 .. +7 (zero past N) and writes 16 bytes to each block.
@@ -82,10 +74,10 @@ __global__ void wgmma_split_kernel(const float* __restrict__ x, uint4* __restric
     s = *reinterpret_cast<const float4*>(xr + 4);
   }
   uint4 h, l;
-  split_pair(p.x, p.y, h.x, l.x);
-  split_pair(p.z, p.w, h.y, l.y);
-  split_pair(s.x, s.y, h.z, l.z);
-  split_pair(s.z, s.w, h.w, l.w);
+  split2(p.x, p.y, h.x, l.x);
+  split2(p.z, p.w, h.y, l.y);
+  split2(s.x, s.y, h.z, l.z);
+  split2(s.z, s.w, h.w, l.w);
   uint4* step = xs + q * 4 * np;
   const int at = grp * 16 + kc * 8 + r;
   step[at] = h;
