@@ -393,7 +393,8 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder(const char* op) {
   return fn;
 }
 
-// The weights as one box a stage: w [rows, in] bf16 in boxes of MT·64 rows x 64 k, or for a GLU
+// The weights in boxes (a stage takes KW of them along k): w [rows, in] bf16 in boxes of MT·64
+// rows x 64 k, or for a GLU
 // weight [2·out, in] the 4D view (k, row in group of 8, gate/up, group) in boxes of
 // 64 x 8 x 2 x MT·4, so that the tile alternates 8 gate rows and their 8 up rows. The 128-byte
 // swizzle either way; rows (groups) past the end read as zeros.
@@ -415,7 +416,6 @@ CUtensorMap weight_map(const uint16_t* w, int64_t out, int64_t in, bool glu, int
               glu ? 2 * out : out, " x ", in);
   return map;
 }
-
 
 template <int NP, bool GLU, int MT, int S, int KW>
 void launch_wgmma_cfg(Impl& im, const float* x, int64_t N, const uint16_t* w, const float* bias, float* y, int64_t in,
