@@ -394,9 +394,8 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder(const char* op) {
 }
 
 // The weights in boxes (a stage takes KW of them along k): w [rows, in] bf16 in boxes of MT·64
-// rows x 64 k, or for a GLU
-// weight [2·out, in] the 4D view (k, row in group of 8, gate/up, group) in boxes of
-// 64 x 8 x 2 x MT·4, so that the tile alternates 8 gate rows and their 8 up rows. The 128-byte
+// rows x 64 k, or for a GLU weight [2·out, in] the 4D view (k, row in group of 8, gate/up, group)
+// in boxes of 64 x 8 x 2 x MT·4, so that the tile alternates 8 gate rows and their 8 up rows. The 128-byte
 // swizzle either way; rows (groups) past the end read as zeros.
 CUtensorMap weight_map(const uint16_t* w, int64_t out, int64_t in, bool glu, int mt, const char* op) {
   CUtensorMap map;
