@@ -363,11 +363,6 @@ __device__ __forceinline__ void store_narrow(uint16_t* p, float v) {
   *p = static_cast<uint16_t>(u >> 16);
 }
 
-// L2 policy for weights, read once per step: their lines are evicted first, so that streaming
-// 14.75 GB a step does not push out what the step's many small kernels share (activations,
-// scratch, the attention's cache rows). Measured at batch 1 (H100, step ms, same call): 6.41
-// against 6.69 with the default policy, the depformer 1.15 against 1.32. (The same policy for
-// the attention's cache rows was slower at the full context: batch 32 30.8 against 28.0 ms.)
 // Two floats as bf16 hi and lo pairs (the lower k in the low half): hi + lo carries a float's
 // value to ~16 bits, so tensor-core products on both stay near f32 (mma_gemm, wgmma_gemm).
 __device__ __forceinline__ void split2(float a, float b, uint32_t& hi, uint32_t& lo) {
@@ -378,6 +373,11 @@ __device__ __forceinline__ void split2(float a, float b, uint32_t& hi, uint32_t&
   lo = *reinterpret_cast<const uint32_t*>(&l);
 }
 
+// L2 policy for weights, read once per step: their lines are evicted first, so that streaming
+// 14.75 GB a step does not push out what the step's many small kernels share (activations,
+// scratch, the attention's cache rows). Measured at batch 1 (H100, step ms, same call): 6.41
+// against 6.69 with the default policy, the depformer 1.15 against 1.32. (The same policy for
+// the attention's cache rows was slower at the full context: batch 32 30.8 against 28.0 ms.)
 __device__ __forceinline__ uint64_t evict_first_policy() {
   uint64_t pol;
   asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
