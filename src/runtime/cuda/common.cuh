@@ -62,6 +62,8 @@ enum Slot : int {
   kSplitX,     // activations split into bf16 hi + lo fragments for the tensor cores
   kWgPart,     // wgmma products: partial sums of the blocks that split `in`
   kWgCount,    // wgmma products: blocks done per row block, back to 0 after each launch
+  kMmaPart,    // mma.sync products: partial sums of the blocks that split `in`
+  kMmaCount,   // mma.sync products: blocks done per warp group, back to 0 after each launch
   kSlots
 };
 
