@@ -10,6 +10,7 @@ out=${1:-trace-out}
 batches=${2:-1 8 32}
 context=${3:-fresh}
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
 bin=build-gpu/moshi-rt
 [ -x "$bin" ] || { echo "FAIL: $bin not built (run scripts/test-gpu.sh first)"; exit 1; }
 cuda=${CUDA_HOME:-/usr/local/cuda}
@@ -23,11 +24,12 @@ g++ -O2 -shared -fPIC -std=c++17 -I"$inc" tools/kernel-trace/ktrace.cpp -o "$out
 status=0
 for b in $batches; do
   echo "== batch $b, $context context"
-  if ! KTRACE_OUT="$out/trace-b$b.csv" CUDA_INJECTION64_PATH="$PWD/$out/libktrace.so" "$bin" bench lm --device cuda \
+  if ! KTRACE_OUT="$out/trace-b$b.csv" CUDA_INJECTION64_PATH="$out/libktrace.so" "$bin" bench lm --device cuda \
       --model synthetic:moshi-7b --dtype bf16 --batch "$b" --context "$context" --steps 3 --warmup 1 \
       >"$out/bench-b$b.txt" 2>&1; then
     tail -3 "$out/bench-b$b.txt"; status=1; continue
   fi
+  [ -s "$out/trace-b$b.csv" ] || { echo "FAIL: the trace library wrote no $out/trace-b$b.csv"; status=1; continue; }
   python3 tools/kernel-trace/step_profile.py "$out/trace-b$b.csv" || status=1
 done
 exit $status
