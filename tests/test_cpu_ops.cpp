@@ -2,8 +2,10 @@
 // (kernel 7, strides 4/5/6/8, few-row and many-row matmuls), and streaming splits.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <random>
+#include <thread>
 
 #include "core/dtype.h"
 #include "core/error.h"
@@ -218,6 +220,19 @@ TEST_P(AttentionTest, MatchesNaiveWindow) {
 
 INSTANTIATE_TEST_SUITE_P(Heads, AttentionTest,
                          testing::Values(std::make_tuple(2, 2), std::make_tuple(4, 2), std::make_tuple(4, 1)));
+
+// Marks on a backend whose ops run as they are called time the host's clock; a slot out of
+// range is an error.
+TEST(CpuOps, MarksTimeTheHostClock) {
+  CpuBackend be(1);
+  be.mark(0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  be.mark(3);
+  EXPECT_GE(be.marks_ms(0, 3), 4.0);
+  EXPECT_LT(be.marks_ms(0, 3), 5000.0);
+  EXPECT_THROW(be.mark(Backend::kMarks), Error);
+  EXPECT_THROW(be.marks_ms(-1, 0), Error);
+}
 
 TEST(CpuOps, RopeRotatesInterleavedPairs) {
   CpuBackend be(1);

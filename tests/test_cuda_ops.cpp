@@ -891,6 +891,24 @@ TEST_F(CudaOps, SampleDrawsLikeTheHost) {
 
 // A stage's recording replays exactly what eager runs compute: an LM run with CUDA graphs (warm,
 // capture, then replays) draws the same tokens as the same run on a backend without graphs.
+// Marks time the device's queue: a product queued between two marks takes time on the device
+// (read once both marks were reached); a mark never set, or a slot out of range, is an error.
+TEST_F(CudaOps, MarksTimeTheDeviceQueue) {
+  const std::shared_ptr<Backend> be = eager_cuda_backend();  // a backend of its own: no marks set
+  const Tensor pw = be->prepare_linear(to_bf16(rand_t({4096, 4096}, 77, 0.01f)));
+  const Tensor x = up(*be, rand_t({1, 4096}, 78));
+  Tensor y = be->empty(DType::F32, {1, 4096});
+  EXPECT_THROW(be->marks_ms(0, 1), Error);
+  be->mark(0);
+  for (int i = 0; i < 20; ++i) be->linear(x, pw, nullptr, y);
+  be->mark(1);
+  be->synchronize();
+  const double ms = be->marks_ms(0, 1);
+  EXPECT_GT(ms, 0.0);
+  EXPECT_LT(ms, 5000.0);
+  EXPECT_THROW(be->mark(Backend::kMarks), Error);
+}
+
 TEST_F(CudaOps, RecordedStagesReplayLikeEagerRuns) {
   SyntheticSource src(11);
   std::shared_ptr<Backend> eager = eager_cuda_backend();

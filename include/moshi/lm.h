@@ -25,6 +25,8 @@ struct SamplingOptions {
   int top_k = 250, top_k_text = 25;
 };
 
+// total_ms: the step's wall time; depformer_ms: the depformer on the device (queued behind the
+// temporal stage, timed by the backend); temporal_ms: the rest (host work, the temporal stage).
 struct LmStepTimings {
   double temporal_ms = 0, depformer_ms = 0, total_ms = 0;
   double issue_ms = 0;  // host time spent issuing the step's work (part of the above)

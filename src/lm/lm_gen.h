@@ -16,7 +16,9 @@ struct GenParams {
 };
 
 struct StepTimings {
-  double temporal_ms = 0, depformer_ms = 0, total_ms = 0;  // of the last step
+  // Of the last step: total_ms its wall time, depformer_ms the depformer stage's device time
+  // (Backend::marks_ms), temporal_ms the rest (host work and the temporal stage).
+  double temporal_ms = 0, depformer_ms = 0, total_ms = 0;
   // Host time spent running the model code of both stages (issuing their ops, or for a
   // recorded stage staging its host arrays) before each is handed to the device.
   double issue_ms = 0;

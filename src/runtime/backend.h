@@ -3,11 +3,14 @@
 // [dims] row-major; "host" arrays (positions, masks) are plain CPU memory.
 #pragma once
 #include <algorithm>
+#include <array>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "core/tensor.h"
 #include "runtime/sampling.h"
 
@@ -276,9 +279,26 @@ class Backend {
   // ---- timing --------------------------------------------------------------------------------
   // Waits until every op queued so far has finished (ops of asynchronous backends).
   virtual void synchronize() {}
+  // Marks the point that the ops queued so far reach (slot 0 to kMarks - 1, outside stages);
+  // marks_ms(a, b) is the time the device took from mark a to mark b, asked once both were
+  // reached (after synchronize or a download). Timing a part of a sequence this way does not
+  // stop the host from queueing what follows. Backends whose ops run as they are called mark
+  // the host's clock.
+  static constexpr int kMarks = 4;
+  virtual void mark(int slot) { host_marks_[mark_slot(slot)] = std::chrono::steady_clock::now(); }
+  virtual double marks_ms(int a, int b) {
+    return std::chrono::duration<double, std::milli>(host_marks_[mark_slot(b)] - host_marks_[mark_slot(a)]).count();
+  }
+  static size_t mark_slot(int slot) {
+    MOSHI_CHECK(slot >= 0 && slot < kMarks, "mark: slot ", slot, " is out of range [0, ", kMarks, ")");
+    return static_cast<size_t>(slot);
+  }
   // The device memory's read bandwidth in GB/s, measured now; 0 where the backend has no
   // memory of its own (the CPU's is measured by moshi::measure_read_bandwidth_gbps).
   virtual double measure_read_bandwidth_gbps() { return 0; }
+
+ private:
+  std::array<std::chrono::steady_clock::time_point, kMarks> host_marks_{};
 };
 
 struct BackendOptions {

@@ -167,7 +167,8 @@ int bench_lm(int argc, char** argv) {
               "Times streaming LM steps (temporal transformer + depformer + sampling) on pseudo-random user\n"
               "tokens, for each batch size and context: first step, then median and p90 over the measured\n"
               "steps after warm-up, per stage, and the bytes a step reads (weights + KV cache) per second\n"
-              "against the memory read bandwidth measured in the same run.",
+              "against the memory read bandwidth measured in the same run. The depformer stage is timed on\n"
+              "the device; the temporal figure is the rest of the step (host work included).",
               {{"model", "SPEC", "synthetic:moshi-7b, synthetic:tiny, or a model.safetensors path", "synthetic:moshi-7b"},
                {"lm-config", "JSON", "config.json for a model.safetensors path (default: Moshi 7B)", ""},
                {"device", "NAME", "compute device", "cpu"},

@@ -109,6 +109,7 @@ struct Impl {
   // no graphs); the times include the gap while the launch reaches the GPU.
   bool profile = false;
   cudaEvent_t prof_a = nullptr, prof_b = nullptr;
+  cudaEvent_t marks[4] = {nullptr, nullptr, nullptr, nullptr};  // Backend::mark
   void profile_launch_begin(const char* op);
   void profile_launch_end(const char* op);
   // Programmatic dependent launch for launch_early() (compute capability 9.0+, not profiling or

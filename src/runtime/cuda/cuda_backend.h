@@ -30,6 +30,8 @@ class CudaBackend final : public Backend {
   Device device() const override { return Device::CUDA; }
   // Blocks until every op queued so far has finished (and reports any error it raised).
   void synchronize() override;
+  void mark(int slot) override;
+  double marks_ms(int a, int b) override;
   double measure_read_bandwidth_gbps() override;
   int stage_create() override;
   void stage_destroy(int id) override;

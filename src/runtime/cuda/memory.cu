@@ -24,6 +24,8 @@ Impl::~Impl() {
   for (auto& kv : stages) release_stage(kv.second);
   if (prof_a) cudaEventDestroy(prof_a);
   if (prof_b) cudaEventDestroy(prof_b);
+  for (cudaEvent_t e : marks)
+    if (e) cudaEventDestroy(e);
   tables.clear();
   if (blas_workspace) cudaFree(blas_workspace);
   for (Scratch& s : scratch)
@@ -180,6 +182,23 @@ void CudaBackend::synchronize() {
   impl_->enter(__func__);
   impl_->forbid_in_stage("synchronize");
   MOSHI_CUDA_CHECK("synchronize", cudaStreamSynchronize(impl_->stream));
+}
+
+void CudaBackend::mark(int slot) {
+  impl_->enter(__func__);
+  impl_->forbid_in_stage("mark");
+  cudaEvent_t& ev = impl_->marks[mark_slot(slot)];
+  if (!ev) MOSHI_CUDA_CHECK("mark", cudaEventCreate(&ev));
+  MOSHI_CUDA_CHECK("mark", cudaEventRecord(ev, impl_->stream));
+}
+
+double CudaBackend::marks_ms(int a, int b) {
+  impl_->enter(__func__);
+  cudaEvent_t ea = impl_->marks[mark_slot(a)], eb = impl_->marks[mark_slot(b)];
+  MOSHI_CHECK(ea && eb, "cuda marks_ms: marks ", a, " and ", b, " were not both set");
+  float ms = 0.f;
+  MOSHI_CUDA_CHECK("marks_ms", cudaEventElapsedTime(&ms, ea, eb));
+  return ms;
 }
 
 Tensor CudaBackend::empty(DType dtype, const Shape& shape) {
