@@ -889,8 +889,6 @@ TEST_F(CudaOps, SampleDrawsLikeTheHost) {
   EXPECT_LE(differ * 1000, draws);
 }
 
-// A stage's recording replays exactly what eager runs compute: an LM run with CUDA graphs (warm,
-// capture, then replays) draws the same tokens as the same run on a backend without graphs.
 // Marks time the device's queue: a product queued between two marks takes time on the device
 // (read once both marks were reached); a mark never set, or a slot out of range, is an error.
 TEST_F(CudaOps, MarksTimeTheDeviceQueue) {
@@ -909,6 +907,8 @@ TEST_F(CudaOps, MarksTimeTheDeviceQueue) {
   EXPECT_THROW(be->mark(Backend::kMarks), Error);
 }
 
+// A stage's recording replays exactly what eager runs compute: an LM run with CUDA graphs (warm,
+// capture, then replays) draws the same tokens as the same run on a backend without graphs.
 TEST_F(CudaOps, RecordedStagesReplayLikeEagerRuns) {
   SyntheticSource src(11);
   std::shared_ptr<Backend> eager = eager_cuda_backend();

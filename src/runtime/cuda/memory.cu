@@ -184,6 +184,8 @@ void CudaBackend::synchronize() {
   MOSHI_CUDA_CHECK("synchronize", cudaStreamSynchronize(impl_->stream));
 }
 
+static_assert(sizeof(Impl::marks) / sizeof(Impl::marks[0]) == Backend::kMarks, "one event a mark slot");
+
 void CudaBackend::mark(int slot) {
   impl_->enter(__func__);
   impl_->forbid_in_stage("mark");
