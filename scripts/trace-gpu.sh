@@ -2,9 +2,10 @@
 # Per-kernel profile of the LM step as it runs (CUDA graphs, programmatic dependent launch), after
 # scripts/test-gpu.sh has built build-gpu: builds the CUPTI kernel-trace library
 # (tools/kernel-trace), runs `bench lm` under it at each batch, and prints, per kernel, the time it
-# added to the temporal and depformer stages (tools/kernel-trace/step_profile.py).
+# added to the last recorded steps (tools/kernel-trace/step_profile.py).
 #   trace-gpu.sh [OUT_DIR] [BATCHES] [CONTEXT]   defaults: trace-out, "1 8 32", fresh
 set -uo pipefail
+case "${1:-}" in -h | --help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; -*) echo "trace-gpu.sh: unknown option $1 (see --help)" >&2; exit 2 ;; esac
 cd "$(dirname "$0")/.."
 out=${1:-trace-out}
 batches=${2:-1 8 32}
