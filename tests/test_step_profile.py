@@ -33,4 +33,19 @@ k1 = next(l for l in lines if "k1<1> [4 blocks]" in l).split()
 assert k1[:3] == ["2", "18.0", "18.0"], k1  # 10 + 8 added, 10 + 8 own
 k2 = next(l for l in lines if "k2 [8 blocks]" in l).split()
 assert k2[:3] == ["1", "2.0", "7.0"], k2  # ends 2 us after k1: adds 2 of its 7
+
+# Bad input: one line on stderr and a non-zero exit, for a missing file and a malformed row.
+def refuses(path, why):
+    r = subprocess.run([sys.executable, tool, path], capture_output=True, text=True)
+    err = r.stderr.strip()
+    assert r.returncode != 0 and len(err.splitlines()) == 1 and why in err, (r.returncode, err)
+
+refuses(os.path.join(tempfile.gettempdir(), "no-such-ktrace.csv"), "cannot read")
+with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as f:
+    f.write("start_ns,duration_ns,blocks,name\nabc,1,1,k\n")
+    bad = f.name
+try:
+    refuses(bad, "line 2: not a ktrace row")
+finally:
+    os.unlink(bad)
 print("step_profile: ok")

@@ -27,9 +27,16 @@ def main():
     ap.add_argument("--list", type=int, default=0, help="also list the first N kernels of each run")
     a = ap.parse_args()
     rows = []
-    with open(a.csv) as f:
-        for r in csv.DictReader(f):
-            rows.append((int(r["start_ns"]), int(r["duration_ns"]), r["blocks"], r["name"]))
+    try:
+        with open(a.csv) as f:
+            for n, r in enumerate(csv.DictReader(f), start=2):
+                try:
+                    rows.append((int(r["start_ns"]), int(r["duration_ns"]), r["blocks"], r["name"]))
+                except (KeyError, TypeError, ValueError):
+                    raise SystemExit(f"step_profile: {a.csv} line {n}: not a ktrace row "
+                                     "(start_ns,duration_ns,blocks,name)")
+    except OSError as e:
+        raise SystemExit(f"step_profile: cannot read {a.csv}: {e.strerror}")
     if not rows:
         raise SystemExit("step_profile: no kernels in " + a.csv)
     rows.sort()
